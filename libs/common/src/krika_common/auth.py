@@ -1,0 +1,200 @@
+"""JWT verification (joserfc) against a JWKS, and the `CurrentUser` / `RequireRole` dependencies.
+
+Every service verifies the access token again with this helper, even behind the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Protocol
+
+import httpx
+from fastapi import Depends, Request
+from joserfc import jws, jwt
+from joserfc.errors import ExpiredTokenError, JoseError
+from joserfc.jwk import Key, KeySet
+
+from krika_common.errors import Forbidden, Unauthorized
+
+ALLOWED_ALGORITHMS = ("RS256",)
+
+
+class InvalidToken(Unauthorized):
+    code = "invalid_token"
+    message = "The access token is invalid"
+
+
+class TokenExpired(Unauthorized):
+    code = "token_expired"
+    message = "The access token has expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as the verified access token says."""
+
+    id: uuid.UUID
+    roles: frozenset[str]
+    token_id: str
+    expires_at: int
+    claims: dict[str, Any] = field(repr=False, compare=False)
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+
+class KeySource(Protocol):
+    async def find(self, kid: str) -> Key | None: ...
+
+
+class StaticKeys:
+    """A fixed key set (identity verifies its own tokens without a network hop)."""
+
+    def __init__(self, keys: KeySet) -> None:
+        self._keys = {k.kid: k for k in keys.keys if k.kid}
+
+    async def find(self, kid: str) -> Key | None:
+        return self._keys.get(kid)
+
+
+class JWKSClient:
+    """Caches the JWKS; an unknown `kid` triggers one refetch (at most one per cooldown)."""
+
+    def __init__(
+        self,
+        url: str,
+        http: httpx.AsyncClient,
+        *,
+        refetch_cooldown: float = 5.0,
+        on_fetch: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.url = url
+        self._http = http
+        self._keys: dict[str, Key] = {}
+        self._fetched_at = float("-inf")
+        self._cooldown = refetch_cooldown
+        self._lock = asyncio.Lock()
+        self._on_fetch = on_fetch
+
+    async def refresh(self) -> None:
+        response = await self._http.get(self.url, timeout=5.0)
+        response.raise_for_status()
+        key_set = KeySet.import_key_set(response.json())
+        self._keys = {k.kid: k for k in key_set.keys if k.kid}
+        self._fetched_at = time.monotonic()
+        if self._on_fetch is not None:
+            await self._on_fetch()
+
+    async def find(self, kid: str) -> Key | None:
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        async with self._lock:
+            key = self._keys.get(kid)
+            if key is None and time.monotonic() - self._fetched_at >= self._cooldown:
+                try:
+                    await self.refresh()
+                except (httpx.HTTPError, ValueError, JoseError):
+                    return None
+                key = self._keys.get(kid)
+            return key
+
+
+class TokenVerifier:
+    """Checks signature (allow-listed algorithms only), `iss`, `aud`, `exp`, `sub`, `roles`."""
+
+    def __init__(
+        self,
+        keys: KeySource,
+        *,
+        issuer: str,
+        audience: str,
+        algorithms: Collection[str] = ALLOWED_ALGORITHMS,
+        leeway: int = 10,
+    ) -> None:
+        self._keys = keys
+        self._algorithms = list(algorithms)
+        self._claims = jwt.JWTClaimsRegistry(
+            leeway=leeway,
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            exp={"essential": True},
+            sub={"essential": True},
+            jti={"essential": True},
+        )
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jws.extract_compact(token.encode("ascii")).headers()
+        except (JoseError, ValueError, UnicodeError) as exc:
+            raise InvalidToken("Malformed token") from exc
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in self._algorithms:
+            raise InvalidToken("Token algorithm not allowed")
+        if not isinstance(kid, str):
+            raise InvalidToken("Token has no key id")
+        key = await self._keys.find(kid)
+        if key is None:
+            raise InvalidToken("Unknown signing key")
+        try:
+            decoded = jwt.decode(token, key, algorithms=self._algorithms)
+            self._claims.validate(decoded.claims)
+        except ExpiredTokenError as exc:
+            raise TokenExpired() from exc
+        except (JoseError, ValueError) as exc:
+            raise InvalidToken() from exc
+        claims = decoded.claims
+        roles = claims.get("roles", [])
+        try:
+            user_id = uuid.UUID(str(claims["sub"]))
+        except ValueError as exc:
+            raise InvalidToken("Invalid subject") from exc
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise InvalidToken("Invalid roles claim")
+        return Principal(
+            id=user_id,
+            roles=frozenset(roles),
+            token_id=str(claims["jti"]),
+            expires_at=int(claims["exp"]),
+            claims=dict(claims),
+        )
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def current_user(request: Request) -> Principal:
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("Missing bearer token")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return await verifier.verify(token)
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+def require_role(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """Dependency factory: the caller must hold at least one of `roles`."""
+
+    async def check(user: CurrentUser) -> Principal:
+        if not user.roles.intersection(roles):
+            raise Forbidden(f"Requires role: {' or '.join(roles)}")
+        return user
+
+    return check
+
+
+def RequireRole(*roles: str) -> Any:
+    return Annotated[Principal, Depends(require_role(*roles))]

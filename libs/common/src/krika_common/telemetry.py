@@ -1,0 +1,236 @@
+"""Health, readiness, RED metrics per route template, JSON logs with request/trace ids, tracing.
+
+Tracing is OpenTelemetry configured from the standard `OTEL_*` environment: with an OTLP
+endpoint set, spans are exported and FastAPI/httpx/SQLAlchemy/Redis are instrumented; without
+one, nothing is exported and the hot path stays free of span bookkeeping (the incoming
+`traceparent` is still propagated and its trace id logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from pythonjsonlogger.json import JsonFormatter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
+user_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("user_id", default=None)
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests by route template",
+    ["service", "method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by route template",
+    ["service", "method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HTTP_IN_FLIGHT = Gauge("http_requests_in_flight", "HTTP requests being served", ["service"])
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def trace_id_from_traceparent(value: str | None) -> str | None:
+    if not value:
+        return None
+    match = _TRACEPARENT.match(value.strip().lower())
+    return match.group(1) if match else None
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        record.user_id = user_id_var.get()
+        trace_id = trace_id_var.get()
+        if trace_id is None and tracing_enabled():
+            from opentelemetry import trace
+
+            ctx = trace.get_current_span().get_span_context()
+            trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else None
+        record.trace_id = trace_id
+        return True
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """JSON lines on stdout: time, level, logger, message, service, request/trace/user ids."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        JsonFormatter(
+            "{asctime}{levelname}{name}{message}{request_id}{trace_id}{user_id}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            static_fields={"service": service},
+        )
+    )
+    handler.addFilter(_ContextFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("uvicorn.access", "aiormq", "aio_pika"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("uvicorn").handlers[:] = []
+    logging.getLogger("uvicorn.error").handlers[:] = []
+    logging.getLogger("uvicorn").propagate = True
+
+
+_tracing_enabled: bool | None = None
+
+
+def tracing_enabled() -> bool:
+    global _tracing_enabled
+    if _tracing_enabled is None:
+        _tracing_enabled = (
+            bool(
+                os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            )
+            and os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true"
+        )
+    return _tracing_enabled
+
+
+def setup_tracing(service: str, app: FastAPI | None = None, engine: Any = None) -> None:
+    """Export spans over OTLP when an endpoint is configured; otherwise stay silent."""
+    if not tracing_enabled():
+        return
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(provider)
+        HTTPXClientInstrumentor().instrument()
+        RedisInstrumentor().instrument()
+    if app is not None:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    if engine is not None:
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
+
+
+class ObservabilityMiddleware:
+    """Request id (accepted or minted, echoed back), RED metrics by route template, access log."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+        self.log = logging.getLogger(f"{service}.access")
+        self.in_flight = HTTP_IN_FLIGHT.labels(service)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        rid_token = request_id_var.set(request_id)
+        tid_token = trace_id_var.set(
+            trace_id_from_traceparent(headers.get(b"traceparent", b"").decode("latin-1"))
+        )
+        uid_token = user_id_var.set(None)
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        self.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.in_flight.dec()
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", None) or scope.get("krika.route") or "<unmatched>"
+            method = scope["method"]
+            if template not in ("/metrics", "/healthz", "/readyz"):
+                HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
+                HTTP_DURATION.labels(self.service, method, template).observe(elapsed)
+                if self.log.isEnabledFor(logging.INFO):
+                    self.log.info(
+                        "%s %s %s",
+                        method,
+                        template,
+                        status,
+                        extra={"status": status, "duration_ms": round(elapsed * 1000, 2)},
+                    )
+            request_id_var.reset(rid_token)
+            trace_id_var.reset(tid_token)
+            user_id_var.reset(uid_token)
+
+
+ReadinessCheck = Callable[[], Awaitable[Any]]
+
+
+def health_router(checks: Callable[[Request], dict[str, ReadinessCheck]]) -> APIRouter:
+    router = APIRouter(tags=["operations"], include_in_schema=False)
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Alive."""
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready: every dependency answers within a second."""
+        results: dict[str, str] = {}
+        ok = True
+        for name, check in checks(request).items():
+            try:
+                await asyncio.wait_for(check(), timeout=1.0)
+                results[name] = "ok"
+            except Exception as exc:
+                ok = False
+                results[name] = f"failing: {type(exc).__name__}"
+        return JSONResponse(
+            {"status": "ready" if ok else "not_ready", "checks": results},
+            status_code=200 if ok else 503,
+        )
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def install_operations(app: FastAPI, service: str) -> None:
+    """/healthz, /readyz (checks from `app.state.readiness`), /metrics, request ids and metrics."""
+    app.include_router(health_router(lambda request: dict(request.app.state.readiness)))
+    app.state.readiness = {}
+    app.add_middleware(ObservabilityMiddleware, service=service)
