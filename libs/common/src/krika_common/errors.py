@@ -22,6 +22,9 @@ class ServiceError(Exception):
     status: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
     message: ClassVar[str] = "Bad request"
+    # True when the failure itself must be recorded (e.g. revoking a token family on reuse):
+    # the request's session then commits before the error is rendered.
+    keeps_changes: ClassVar[bool] = False
 
     def __init__(self, detail: Any = None, *, headers: dict[str, str] | None = None) -> None:
         self.detail = detail if detail is not None else self.message
