@@ -1,0 +1,1 @@
+"""Krika API gateway: JWT check, routing, rate limits, WebSocket proxy, merged API docs."""

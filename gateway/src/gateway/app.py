@@ -1,0 +1,102 @@
+"""gateway: the one entry point of the Krika API (`/api/v1/*` and `/ws`).
+
+Owns: routing to the services (ARCHITECTURE §3), the JWT check before forwarding (public
+routes are an exact list), the identity headers the services receive (`X-User-Id`,
+`X-User-Roles`), per-user and per-IP rate limits in Redis, the WebSocket proxy to chat and
+the merged API docs at `/api/docs`. No database. Events in: none yet (the suspension list it
+enforces is written by `gateway.ratelimit.suspend_user`). Events out: none.
+
+The proxy itself is a plain ASGI middleware (`gateway.proxy`); FastAPI serves only the
+gateway's own routes: /healthz, /readyz, /metrics, /api/docs, /api/openapi.json.
+
+Run with `uvicorn gateway.app:create_app --factory --port 8000 --no-proxy-headers` (or
+`python -m gateway`): uvicorn's own X-Forwarded-For handling would otherwise believe any
+loopback peer; the gateway applies its `trusted_proxies` setting itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from krika_common.errors import install_error_handlers
+from krika_common.telemetry import configure_logging, install_operations, setup_tracing
+
+from gateway.config import Settings
+from gateway.docs import ApiDocs
+from gateway.proxy import Gateway, GatewayMiddleware
+
+log = logging.getLogger("gateway")
+
+
+async def _refresh_jwks(gateway: Gateway, interval: float) -> None:
+    """Re-read the JWKS now and then, so a key identity withdrew stops being trusted."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await gateway.jwks.refresh()
+        except Exception as exc:  # keep the last good keys; /readyz still answers
+            log.warning("JWKS refresh failed: %s: %s", type(exc).__name__, exc)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    gateway = Gateway(settings)
+    docs = ApiDocs(gateway)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.open()
+
+        async def redis() -> None:
+            await gateway.redis.ping()
+
+        async def jwks() -> None:
+            if gateway.jwks_fetches == 0:
+                await gateway.jwks.refresh()
+
+        app.state.readiness.update(redis=redis, jwks=jwks)
+        refresher = asyncio.create_task(_refresh_jwks(gateway, settings.jwks_refresh_interval))
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            await gateway.aclose()
+
+    app = FastAPI(
+        title="Krika gateway",
+        version="1.0.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.gateway = gateway
+    install_error_handlers(app)
+    # Added before the operations middleware so request ids and metrics wrap the proxy too.
+    app.add_middleware(GatewayMiddleware, gateway=gateway)
+    install_operations(app, settings.service_name)
+    setup_tracing(settings.service_name, app)
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        """The merged OpenAPI document of every running service."""
+        spec: dict[str, Any] = await docs.spec()
+        return JSONResponse(spec)
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        """Swagger UI over the merged API."""
+        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="Krika API")
+
+    return app

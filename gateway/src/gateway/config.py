@@ -1,0 +1,80 @@
+"""Gateway settings (env prefix GATEWAY_)."""
+
+from __future__ import annotations
+
+from krika_common.config import KrikaSettings, service_config
+from pydantic import BaseModel, Field
+
+
+class RateLimit(BaseModel):
+    """Requests allowed per `window` seconds; `None` switches that key off."""
+
+    per_user: int | None = Field(default=600, ge=1)
+    per_ip: int | None = Field(default=1200, ge=1)
+    window: int = Field(default=60, ge=1)
+
+
+def _default_rate_limits() -> dict[str, RateLimit]:
+    # Sign-in, sign-up and password reset are the brute-force targets: few tries per address.
+    return {"auth": RateLimit(per_user=None, per_ip=30, window=60)}
+
+
+class Settings(KrikaSettings):
+    model_config = service_config("GATEWAY_")
+
+    service_name: str = "gateway"
+
+    identity_url: str = "http://127.0.0.1:8001"
+    catalog_url: str = "http://127.0.0.1:8002"
+    orders_url: str = "http://127.0.0.1:8003"
+    payments_url: str = "http://127.0.0.1:8004"
+    ledger_url: str = "http://127.0.0.1:8005"
+    chat_url: str = "http://127.0.0.1:8006"
+    notify_url: str = "http://127.0.0.1:8007"
+
+    # Upstream HTTP: whole-exchange read/write timeout, and a short connect timeout so a dead
+    # replica answers 502/504 fast.
+    upstream_timeout: float = 30.0
+    upstream_connect_timeout: float = 2.0
+    upstream_max_connections: int = 512
+    upstream_max_keepalive: int = 128
+    # Below uvicorn's default keep-alive (5 s) so we never reuse a socket the upstream closes.
+    upstream_keepalive_expiry: float = 4.0
+
+    # JWKS: fetched lazily, refetched on an unknown `kid` at most once per cooldown, and
+    # refreshed in the background so keys withdrawn by identity stop being trusted.
+    jwks_refetch_cooldown: float = 5.0
+    jwks_refresh_interval: float = 300.0
+
+    # Rate limits per route group (the first path segment after /api/v1, or "ws");
+    # groups not listed use `rate_limit_default`.
+    rate_limit_default: RateLimit = RateLimit()
+    rate_limits: dict[str, RateLimit] = Field(default_factory=_default_rate_limits)
+    # Redis is skipped for this long after it failed (requests fail open meanwhile).
+    redis_retry_after: float = 1.0
+    redis_timeout: float = 0.25
+
+    # Peers (IPs or CIDRs) whose X-Forwarded-For/-Proto/-Host we believe. Empty: the socket
+    # peer is the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    # Longest access-token lifetime identity issues: how long a suspension is remembered.
+    access_token_max_ttl: int = 15 * 60
+
+    # Merged API docs.
+    docs_fetch_timeout: float = 2.0
+    docs_cache_ttl: float = 30.0
+
+    def service_urls(self) -> dict[str, str]:
+        return {
+            "identity": self.identity_url,
+            "catalog": self.catalog_url,
+            "orders": self.orders_url,
+            "payments": self.payments_url,
+            "ledger": self.ledger_url,
+            "chat": self.chat_url,
+            "notify": self.notify_url,
+        }
+
+    def rate_limit_for(self, group: str) -> RateLimit:
+        return self.rate_limits.get(group, self.rate_limit_default)

@@ -1,0 +1,110 @@
+"""Fixtures: the fake upstreams (tests/upstreams.py) on free ports, and gateways in front.
+
+notify points at a port where nothing listens. The gateway under test runs in uvicorn too
+(not an in-memory transport, which would buffer responses), in the same event loop, so the
+tests can gate the upstreams with asyncio events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from gateway.app import create_app
+from gateway.config import RateLimit, Settings
+from krika_common.testing.jwt import TestKeys
+from krika_common.testing.plugin import free_port
+from redis.asyncio import Redis
+
+from .upstreams import Upstreams, catalog_app, echo_app, identity_app, serve
+
+StartGateway = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest_asyncio.fixture(scope="session")
+async def upstream_servers(test_keys: TestKeys) -> AsyncIterator[tuple[Upstreams, dict[str, str]]]:
+    state = Upstreams(test_keys)
+    async with (
+        serve(identity_app(state)) as identity,
+        serve(catalog_app(state)) as catalog,
+        serve(echo_app(state)) as echo,
+    ):
+        yield (
+            state,
+            {
+                "identity": identity,
+                "catalog": catalog,
+                "echo": echo,
+                "closed": f"http://127.0.0.1:{free_port()}",
+            },
+        )
+
+
+@pytest.fixture
+def upstreams(upstream_servers: tuple[Upstreams, dict[str, str]]) -> Upstreams:
+    state, _ = upstream_servers
+    state.reset()
+    return state
+
+
+@pytest.fixture
+def upstream_urls(upstream_servers: tuple[Upstreams, dict[str, str]]) -> dict[str, str]:
+    return upstream_servers[1]
+
+
+@pytest.fixture
+def settings_factory(upstream_urls: dict[str, str], redis_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "environment": "test",
+            "identity_url": upstream_urls["identity"],
+            "catalog_url": upstream_urls["catalog"],
+            "orders_url": upstream_urls["echo"],
+            "payments_url": upstream_urls["echo"],
+            "ledger_url": upstream_urls["echo"],
+            "chat_url": upstream_urls["echo"],
+            "notify_url": upstream_urls["closed"],
+            "jwks_url": f"{upstream_urls['identity']}/.well-known/jwks.json",
+            "redis_url": redis_url,
+            "rate_limit_default": RateLimit(per_user=10_000, per_ip=10_000),
+            "rate_limits": {},
+            "jwks_refetch_cooldown": 0.0,
+            "log_level": "WARNING",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def start_gateway(
+    settings_factory: Callable[..., Settings],
+    upstreams: Upstreams,
+    redis_client: Redis,
+) -> StartGateway:
+    """Start a gateway (in uvicorn) with settings overrides; yields a client on it."""
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(settings_factory(**overrides))
+        async with (
+            serve(app) as url,
+            httpx.AsyncClient(base_url=url, timeout=30.0, trust_env=False) as client,
+        ):
+            yield client
+
+    return start
+
+
+@pytest_asyncio.fixture
+async def client(
+    start_gateway: StartGateway,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on a gateway with the default test settings."""
+    async with start_gateway() as c:
+        yield c

@@ -1,0 +1,239 @@
+"""Real upstreams for the gateway tests: small FastAPI apps served by uvicorn on free ports.
+
+- a fake identity: the JWKS (counting fetches, keys changeable mid-test for rotation),
+  /auth/login, /users/me;
+- a fake catalog: /catalog/services/{service_id} and reads;
+- an echo service standing in for orders, payments, ledger and chat: answers every request
+  with what it received (method, path, headers, body size and hash), plus a slow route, a
+  gated upload and download for the streaming tests, and chat's /ws.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi.responses import JSONResponse, StreamingResponse
+from joserfc.jwk import RSAKey
+from krika_common.testing.jwt import TestKeys
+from krika_common.testing.plugin import free_port
+from pydantic import BaseModel
+from starlette.types import ASGIApp
+
+MIB = 1024 * 1024
+GATE_TIMEOUT = 15.0
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+@contextlib.asynccontextmanager
+async def serve(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
+    """Run `app` under uvicorn in this event loop; yields its base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        log_level="warning",
+        proxy_headers=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before starting")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def download_block(i: int) -> bytes:
+    return i.to_bytes(4, "big") * (MIB // 4)
+
+
+class Upstreams:
+    """What the fake services saw, and the knobs the tests turn."""
+
+    def __init__(self, keys: TestKeys) -> None:
+        self.test_keys = keys
+        self.reset()
+
+    def reset(self) -> None:
+        self.hits: list[dict[str, Any]] = []
+        self.jwks_keys: list[RSAKey] = [self.test_keys.key]
+        self.jwks_fetches = 0
+        self.gates: dict[str, asyncio.Event] = {
+            "upload_started": asyncio.Event(),
+            "download_continue": asyncio.Event(),
+        }
+
+
+class Item(BaseModel):
+    """Identity's idea of an item (collides with catalog's on purpose)."""
+
+    name: str
+
+
+class Listing(BaseModel):
+    title: str
+    price: int
+
+
+async def _record(service: str, request: Request, state: Upstreams) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in request.stream():
+        digest.update(chunk)
+        size += len(chunk)
+    headers: dict[str, list[str]] = {}
+    for name, value in request.headers.raw:
+        headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+    record = {
+        "service": service,
+        "method": request.method,
+        "path": request.url.path,
+        "raw_path": request.scope["raw_path"].decode("latin-1"),
+        "query": request.url.query,
+        "headers": headers,
+        "body_len": size,
+        "body_sha256": digest.hexdigest(),
+    }
+    state.hits.append(record)
+    return record
+
+
+def _add_echo(app: FastAPI, service: str, state: Upstreams) -> None:
+    @app.api_route("/{path:path}", methods=ALL_METHODS, include_in_schema=False)
+    async def echo(request: Request, path: str) -> JSONResponse:
+        return JSONResponse(await _record(service, request, state))
+
+
+def identity_app(state: Upstreams) -> FastAPI:
+    app = FastAPI(title="fake identity")
+
+    @app.get("/.well-known/jwks.json")
+    async def jwks() -> dict[str, Any]:
+        state.jwks_fetches += 1
+        return {"keys": [dict(k.as_dict(private=False)) for k in state.jwks_keys]}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/auth/login")
+    async def login(request: Request) -> dict[str, Any]:
+        """Sign in."""
+        return await _record("identity", request, state)
+
+    @app.get("/users/me", response_model=Item)
+    async def me(request: Request) -> dict[str, Any]:
+        """Who am I."""
+        record = await _record("identity", request, state)
+        return {"name": record["headers"].get("x-user-id", ["?"])[0]}
+
+    _add_echo(app, "identity", state)
+    return app
+
+
+def catalog_app(state: Upstreams) -> FastAPI:
+    app = FastAPI(title="fake catalog")
+
+    @app.get("/catalog/services/{service_id}", response_model=Listing)
+    async def get_service(service_id: str) -> Listing:
+        """One service (gig)."""
+        return Listing(title=service_id, price=1000)
+
+    @app.post("/catalog/services", response_model=Listing)
+    async def create_service(listing: Listing) -> Listing:
+        """Publish a service."""
+        return listing
+
+    _add_echo(app, "catalog", state)
+    return app
+
+
+def echo_app(state: Upstreams) -> FastAPI:
+    app = FastAPI(title="echo")
+
+    @app.get("/orders/slow")
+    async def slow() -> dict[str, str]:
+        await asyncio.sleep(3)
+        return {"status": "late"}
+
+    @app.post("/orders/upload")
+    async def upload(request: Request) -> dict[str, Any]:
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in request.stream():
+            if chunk:
+                state.gates["upload_started"].set()
+            digest.update(chunk)
+            size += len(chunk)
+        return {"bytes": size, "sha256": digest.hexdigest()}
+
+    @app.get("/orders/download")
+    async def download(blocks: int) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            yield download_block(0)
+            # Only a proxy that streams lets the client see block 0 before this returns.
+            await asyncio.wait_for(state.gates["download_continue"].wait(), GATE_TIMEOUT)
+            for i in range(1, blocks):
+                yield download_block(i)
+
+        return StreamingResponse(body(), media_type="application/octet-stream")
+
+    @app.get("/orders/hop")
+    async def hop() -> Response:
+        return Response(
+            b"{}",
+            media_type="application/json",
+            headers={
+                "Keep-Alive": "timeout=99",
+                "Proxy-Authenticate": "Basic",
+                "Trailer": "X-Checksum",
+                "X-Kept": "yes",
+            },
+        )
+
+    @app.get("/orders/cookie")
+    async def cookie() -> Response:
+        response = JSONResponse({})
+        response.set_cookie("session", "secret-of-user-a")
+        return response
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        headers = websocket.headers
+        await websocket.send_json(
+            {
+                "x-user-id": headers.getlist("x-user-id"),
+                "x-user-roles": headers.get("x-user-roles"),
+                "authorization": headers.get("authorization"),
+                "x-request-id": headers.get("x-request-id"),
+            }
+        )
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") == "close-please":
+                await websocket.close(4001, "bye")
+                return
+            if message.get("text") is not None:
+                await websocket.send_text("echo:" + message["text"])
+            else:
+                await websocket.send_bytes(message.get("bytes") or b"")
+
+    _add_echo(app, "echo", state)
+    return app
