@@ -186,7 +186,10 @@ CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
 def require_role(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
-    """Dependency factory: the caller must hold at least one of `roles`."""
+    """Dependency factory: the caller must hold at least one of `roles`.
+
+    Declare once per service: `Admin = Annotated[Principal, Depends(require_role("admin"))]`.
+    """
 
     async def check(user: CurrentUser) -> Principal:
         if not user.roles.intersection(roles):
@@ -194,7 +197,3 @@ def require_role(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
         return user
 
     return check
-
-
-def RequireRole(*roles: str) -> Any:
-    return Annotated[Principal, Depends(require_role(*roles))]

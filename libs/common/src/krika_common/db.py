@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import DateTime
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import Field
+from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from krika_common.errors import ServiceError
@@ -22,6 +22,7 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+SQLModel.metadata.naming_convention = NAMING_CONVENTION
 
 
 def utcnow() -> datetime:
@@ -58,5 +59,3 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 # scope="function": commit happens before the response is sent, so a failed commit is a 500.
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
-
-metadata_naming = MetaData(naming_convention=NAMING_CONVENTION)

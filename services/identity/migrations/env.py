@@ -1,0 +1,7 @@
+from sqlmodel import SQLModel
+
+import identity.models  # noqa: F401 - registers the tables
+from identity.config import Settings
+from krika_common.migrations import run_migrations
+
+run_migrations(SQLModel.metadata, Settings().database_url)

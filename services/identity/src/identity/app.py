@@ -1,0 +1,91 @@
+"""identity: users, authentication and roles.
+
+Owns: users (argon2id password hashes, roles, suspension), refresh tokens (opaque, hashed,
+rotated; reuse revokes the family), e-mail verification and password-reset tokens (hashed,
+single use, expiring), the RS256 signing keys and their JWKS at `/.well-known/jwks.json`.
+Events out (through the outbox, published by `identity.worker`): identity.user_registered,
+identity.email_verification_requested, identity.password_reset_requested,
+identity.user_suspended. Events in: none yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Response
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from identity.config import Settings
+from identity.endpoints import auth, users
+from identity.keys import SigningKeys
+from identity.security import Passwords, TokenHasher
+from identity.service import Identity
+from identity.throttle import LoginThrottle
+from krika_common.auth import StaticKeys, TokenVerifier
+from krika_common.db import make_engine, make_sessionmaker
+from krika_common.errors import install_error_handlers
+from krika_common.telemetry import configure_logging, install_operations, setup_tracing
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    keys = SigningKeys.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        redis: Redis = Redis.from_url(settings.redis_url)
+        setup_tracing(settings.service_name, app, engine)
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.token_verifier = TokenVerifier(
+            StaticKeys(keys.public), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        )
+        app.state.identity = Identity(
+            settings=settings,
+            keys=keys,
+            passwords=Passwords(settings),
+            tokens=TokenHasher(settings.token_pepper),
+            throttle=LoginThrottle(
+                redis,
+                per_account=settings.login_failures_per_account,
+                per_ip=settings.login_failures_per_ip,
+                window=settings.login_failure_window,
+            ),
+        )
+
+        async def database() -> None:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        async def cache() -> None:
+            await redis.ping()
+
+        app.state.readiness.update(database=database, redis=cache)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Krika identity",
+        version="1.0.0",
+        summary="Users, authentication, roles",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    install_operations(app, settings.service_name)
+    app.include_router(auth)
+    app.include_router(users)
+
+    @app.get("/.well-known/jwks.json", tags=["auth"])
+    async def jwks(response: Response) -> dict[str, Any]:
+        """Public keys that verify Krika access tokens (active and recently rotated out)."""
+        response.headers["Cache-Control"] = "public, max-age=300"
+        return keys.jwks()
+
+    return app

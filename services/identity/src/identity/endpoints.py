@@ -1,0 +1,256 @@
+"""Identity routes: parse, authorise, call the use case, answer."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from identity import repository, service
+from identity.errors import (
+    AccountSuspended,
+    CannotModifySelf,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidOneTimeToken,
+    InvalidRefreshToken,
+    RefreshTokenReused,
+    UserNotFound,
+    WeakPassword,
+    WrongPassword,
+)
+from identity.models import Role, UserStatus
+from identity.schemas import (
+    AdminUserOut,
+    ChangePasswordIn,
+    ForgotPasswordIn,
+    LoginIn,
+    RefreshIn,
+    RegisterIn,
+    ResetPasswordIn,
+    SetRolesIn,
+    SuspendIn,
+    TokenPair,
+    UpdateMeIn,
+    UserOut,
+    VerifyEmailIn,
+)
+from identity.service import Identity
+from identity.throttle import LoginThrottled
+from krika_common.auth import CurrentUser, InvalidToken, Principal, TokenExpired, require_role
+from krika_common.db import Session
+from krika_common.errors import Forbidden, Unauthorized, responses
+from krika_common.pagination import InvalidCursor, Page, decode_cursor, encode_cursor
+
+
+def get_identity(request: Request) -> Identity:
+    idt: Identity = request.app.state.identity
+    return idt
+
+
+Ctx = Annotated[Identity, Depends(get_identity)]
+Admin = Annotated[Principal, Depends(require_role(Role.admin))]
+AUTH_ERRORS = (Unauthorized, InvalidToken, TokenExpired)
+
+auth = APIRouter(prefix="/auth", tags=["auth"])
+users = APIRouter(prefix="/users", tags=["users"])
+
+
+def client_ip(request: Request) -> str:
+    # uvicorn resolves X-Forwarded-For from trusted proxies (--forwarded-allow-ips) into client.
+    return request.client.host if request.client else "unknown"
+
+
+@auth.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=responses(EmailTaken, WeakPassword),
+)
+async def register(body: RegisterIn, session: Session, idt: Ctx) -> UserOut:
+    """Create a customer or provider account; a verification e-mail follows."""
+    user = await service.register(
+        session,
+        idt,
+        email=body.email,
+        password=body.password,
+        full_name=body.full_name,
+        role=body.role,
+    )
+    return UserOut.model_validate(user)
+
+
+@auth.post(
+    "/login",
+    response_model=TokenPair,
+    responses=responses(InvalidCredentials, AccountSuspended, LoginThrottled),
+)
+async def login(body: LoginIn, request: Request, session: Session, idt: Ctx) -> TokenPair:
+    """Exchange e-mail and password for an access token and a refresh token."""
+    return await service.login(
+        session, idt, email=body.email, password=body.password, ip=client_ip(request)
+    )
+
+
+@auth.post(
+    "/refresh",
+    response_model=TokenPair,
+    responses=responses(InvalidRefreshToken, RefreshTokenReused, AccountSuspended),
+)
+async def refresh(body: RefreshIn, session: Session, idt: Ctx) -> TokenPair:
+    """Rotate a refresh token: the old one is spent, a new pair is returned."""
+    return await service.refresh(session, idt, body.refresh_token)
+
+
+@auth.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(body: RefreshIn, session: Session, idt: Ctx) -> Response:
+    """End the session the refresh token belongs to."""
+    await service.logout(session, idt, body.refresh_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@auth.post("/verify-email", response_model=UserOut, responses=responses(InvalidOneTimeToken))
+async def verify_email(body: VerifyEmailIn, session: Session, idt: Ctx) -> UserOut:
+    """Confirm the e-mail address with the token from the verification e-mail."""
+    return UserOut.model_validate(await service.verify_email(session, idt, body.token))
+
+
+@auth.post(
+    "/verify-email/resend",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=responses(*AUTH_ERRORS, AccountSuspended),
+)
+async def resend_verification(user: CurrentUser, session: Session, idt: Ctx) -> Response:
+    """Send a new verification e-mail (earlier links stop working)."""
+    await service.resend_verification(session, idt, user.id)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@auth.post("/forgot-password", status_code=status.HTTP_202_ACCEPTED)
+async def forgot_password(body: ForgotPasswordIn, session: Session, idt: Ctx) -> Response:
+    """Ask for a password-reset e-mail; the answer is the same whether the account exists or not."""
+    await service.forgot_password(session, idt, body.email)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@auth.post(
+    "/reset-password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(InvalidOneTimeToken, WeakPassword),
+)
+async def reset_password(body: ResetPasswordIn, session: Session, idt: Ctx) -> Response:
+    """Set a new password with the token from the reset e-mail; every session is ended."""
+    await service.reset_password(session, idt, body.token, body.password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@users.get("/me", response_model=UserOut, responses=responses(*AUTH_ERRORS, AccountSuspended))
+async def get_me(user: CurrentUser, session: Session) -> UserOut:
+    """The caller's own account."""
+    return UserOut.model_validate(await service.active_user(session, user.id))
+
+
+@users.patch("/me", response_model=UserOut, responses=responses(*AUTH_ERRORS, AccountSuspended))
+async def update_me(body: UpdateMeIn, user: CurrentUser, session: Session) -> UserOut:
+    """Change the caller's profile."""
+    return UserOut.model_validate(
+        await service.update_me(session, user.id, full_name=body.full_name)
+    )
+
+
+@users.post(
+    "/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(*AUTH_ERRORS, AccountSuspended, WrongPassword, WeakPassword),
+)
+async def change_password(
+    body: ChangePasswordIn, user: CurrentUser, session: Session, idt: Ctx
+) -> Response:
+    """Change the password; every session (refresh token) is ended."""
+    await service.change_password(session, idt, user.id, body.current_password, body.new_password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@users.get("", response_model=Page[AdminUserOut], responses=responses(*AUTH_ERRORS, Forbidden))
+async def list_users(
+    _: Admin,
+    session: Session,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    role: Role | None = None,
+    status: UserStatus | None = None,
+    email: Annotated[str | None, Query(max_length=320)] = None,
+) -> Page[AdminUserOut]:
+    """Admin: list users, newest first, filtered by role, status or part of the e-mail."""
+    after = None
+    if cursor is not None:
+        created_at, user_id = decode_cursor(cursor, 2)
+        try:
+            after = (datetime.fromisoformat(created_at), uuid.UUID(user_id))
+        except (TypeError, ValueError) as exc:
+            raise InvalidCursor() from exc
+    rows = await repository.list_users(
+        session, limit=limit + 1, after=after, role=role, status=status, email_contains=email
+    )
+    page = rows[:limit]
+    next_cursor = (
+        encode_cursor(page[-1].created_at.isoformat(), str(page[-1].id))
+        if len(rows) > limit
+        else None
+    )
+    return Page[AdminUserOut](
+        items=[AdminUserOut.model_validate(u) for u in page], next_cursor=next_cursor
+    )
+
+
+@users.get(
+    "/{user_id}",
+    response_model=AdminUserOut,
+    responses=responses(*AUTH_ERRORS, Forbidden, UserNotFound),
+)
+async def get_user(user_id: uuid.UUID, _: Admin, session: Session) -> AdminUserOut:
+    """Admin: one user."""
+    user = await repository.get_user(session, user_id)
+    if user is None:
+        raise UserNotFound()
+    return AdminUserOut.model_validate(user)
+
+
+@users.put(
+    "/{user_id}/roles",
+    response_model=AdminUserOut,
+    responses=responses(*AUTH_ERRORS, Forbidden, UserNotFound, CannotModifySelf),
+)
+async def set_roles(
+    user_id: uuid.UUID, body: SetRolesIn, admin: Admin, session: Session
+) -> AdminUserOut:
+    """Admin: replace a user's roles (their tokens carry them from the next refresh)."""
+    return AdminUserOut.model_validate(
+        await service.set_roles(session, admin.id, user_id, body.roles)
+    )
+
+
+@users.post(
+    "/{user_id}/suspend",
+    response_model=AdminUserOut,
+    responses=responses(*AUTH_ERRORS, Forbidden, UserNotFound, CannotModifySelf),
+)
+async def suspend(
+    user_id: uuid.UUID, body: SuspendIn, admin: Admin, session: Session
+) -> AdminUserOut:
+    """Admin: suspend a user; their sessions end and their access is refused."""
+    return AdminUserOut.model_validate(
+        await service.suspend(session, admin.id, user_id, body.reason)
+    )
+
+
+@users.post(
+    "/{user_id}/reinstate",
+    response_model=AdminUserOut,
+    responses=responses(*AUTH_ERRORS, Forbidden, UserNotFound),
+)
+async def reinstate(user_id: uuid.UUID, _: Admin, session: Session) -> AdminUserOut:
+    """Admin: lift a suspension (the user logs in again)."""
+    return AdminUserOut.model_validate(await service.reinstate(session, user_id))

@@ -1,0 +1,58 @@
+"""Identity's business errors (status + stable code)."""
+
+from __future__ import annotations
+
+from krika_common.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+    message = "An account with this e-mail already exists"
+
+
+class WeakPassword(BadRequest):
+    status = 422
+    code = "weak_password"
+    message = "The password is too weak"
+
+
+class InvalidCredentials(Unauthorized):
+    code = "invalid_credentials"
+    message = "E-mail or password is wrong"
+
+
+class InvalidRefreshToken(Unauthorized):
+    code = "invalid_refresh_token"
+    message = "The refresh token is invalid or expired"
+
+
+class RefreshTokenReused(Unauthorized):
+    code = "refresh_token_reused"
+    message = "This refresh token was already used; the session has been revoked"
+    keeps_changes = True
+
+
+class AccountSuspended(Forbidden):
+    code = "account_suspended"
+    message = "This account is suspended"
+    keeps_changes = True
+
+
+class InvalidOneTimeToken(BadRequest):
+    code = "invalid_token"
+    message = "The link is invalid, expired or already used"
+
+
+class UserNotFound(NotFound):
+    code = "user_not_found"
+    message = "No such user"
+
+
+class CannotModifySelf(Conflict):
+    code = "cannot_modify_self"
+    message = "Admins cannot suspend themselves or remove their own admin role"
+
+
+class WrongPassword(BadRequest):
+    code = "wrong_password"
+    message = "The current password is wrong"

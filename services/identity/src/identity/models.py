@@ -1,0 +1,95 @@
+"""Identity tables: users, refresh tokens (hashed, in rotation families), one-time tokens."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Column, DateTime, Index, LargeBinary, String, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlmodel import Field, SQLModel
+
+from krika_common.db import utc_field
+from krika_common.events import InboxMessage, OutboxMessage  # noqa: F401 - tables of this db
+
+
+class Role(StrEnum):
+    customer = "customer"
+    provider = "provider"
+    admin = "admin"
+
+
+class UserStatus(StrEnum):
+    active = "active"
+    suspended = "suspended"
+
+
+class TokenPurpose(StrEnum):
+    verify_email = "verify_email"
+    reset_password = "reset_password"  # noqa: S105 - a purpose, not a secret
+
+
+def _ts(nullable: bool = True) -> Column[datetime]:
+    return Column(DateTime(timezone=True), nullable=nullable)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    # Stored lower-cased; unique.
+    email: str = Field(max_length=320, unique=True)
+    full_name: str = Field(max_length=200)
+    password_hash: str = Field(max_length=255)
+    roles: list[str] = Field(sa_column=Column(ARRAY(String(20)), nullable=False))
+    status: str = Field(default=UserStatus.active, max_length=20, index=True)
+    email_verified_at: datetime | None = Field(default=None, sa_column=_ts())
+    suspended_at: datetime | None = Field(default=None, sa_column=_ts())
+    suspension_reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = utc_field(index=True)
+    updated_at: datetime = utc_field()
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == UserStatus.active
+
+    @property
+    def email_verified(self) -> bool:
+        return self.email_verified_at is not None
+
+
+class RefreshToken(SQLModel, table=True):
+    """One opaque refresh token; rotation spends it and issues the next in the same family."""
+
+    __tablename__ = "refresh_tokens"
+    __table_args__ = (
+        Index(
+            "ix_refresh_tokens_live_family",
+            "family_id",
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    family_id: uuid.UUID
+    token_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False, unique=True))
+    created_at: datetime = utc_field()
+    expires_at: datetime = Field(sa_column=_ts(nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=_ts())
+    revoked_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+class OneTimeToken(SQLModel, table=True):
+    """E-mail verification and password reset tokens: hashed, single use, expiring."""
+
+    __tablename__ = "one_time_tokens"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    purpose: str = Field(max_length=20)
+    token_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False, unique=True))
+    created_at: datetime = utc_field()
+    expires_at: datetime = Field(sa_column=_ts(nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=_ts())

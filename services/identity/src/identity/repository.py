@@ -1,0 +1,107 @@
+"""Every identity query."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import and_, any_, or_, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from identity.models import OneTimeToken, RefreshToken, User
+
+
+async def get_user(
+    session: AsyncSession, user_id: uuid.UUID, *, for_update: bool = False
+) -> User | None:
+    stmt = select(User).where(col(User.id) == user_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.exec(stmt)).one_or_none()
+
+
+async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
+    stmt = select(User).where(col(User.email) == email)
+    return (await session.exec(stmt)).one_or_none()
+
+
+async def list_users(
+    session: AsyncSession,
+    *,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+    role: str | None,
+    status: str | None,
+    email_contains: str | None,
+) -> list[User]:
+    """Newest first; keyset pagination on (created_at, id)."""
+    stmt = select(User)
+    if after is not None:
+        created_at, user_id = after
+        stmt = stmt.where(
+            or_(
+                col(User.created_at) < created_at,
+                and_(col(User.created_at) == created_at, col(User.id) < user_id),
+            )
+        )
+    if role is not None:
+        stmt = stmt.where(role == any_(col(User.roles)))
+    if status is not None:
+        stmt = stmt.where(col(User.status) == status)
+    if email_contains:
+        escaped = (
+            email_contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        )
+        stmt = stmt.where(col(User.email).like(f"%{escaped}%", escape="\\"))
+    stmt = stmt.order_by(col(User.created_at).desc(), col(User.id).desc()).limit(limit)
+    return list((await session.exec(stmt)).all())
+
+
+async def get_refresh_token_for_update(
+    session: AsyncSession, token_hash: bytes
+) -> RefreshToken | None:
+    stmt = select(RefreshToken).where(col(RefreshToken.token_hash) == token_hash).with_for_update()
+    return (await session.exec(stmt)).one_or_none()
+
+
+async def revoke_family(session: AsyncSession, family_id: uuid.UUID, now: datetime) -> None:
+    await session.exec(
+        update(RefreshToken)
+        .where(col(RefreshToken.family_id) == family_id, col(RefreshToken.revoked_at).is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def revoke_user_tokens(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> None:
+    await session.exec(
+        update(RefreshToken)
+        .where(col(RefreshToken.user_id) == user_id, col(RefreshToken.revoked_at).is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def get_one_time_token_for_update(
+    session: AsyncSession, token_hash: bytes, purpose: str
+) -> OneTimeToken | None:
+    stmt = (
+        select(OneTimeToken)
+        .where(col(OneTimeToken.token_hash) == token_hash, col(OneTimeToken.purpose) == purpose)
+        .with_for_update()
+    )
+    return (await session.exec(stmt)).one_or_none()
+
+
+async def spend_one_time_tokens(
+    session: AsyncSession, user_id: uuid.UUID, purpose: str, now: datetime
+) -> None:
+    """Mark every unused token of this purpose spent (a newer one, or success, voids the rest)."""
+    await session.exec(
+        update(OneTimeToken)
+        .where(
+            col(OneTimeToken.user_id) == user_id,
+            col(OneTimeToken.purpose) == purpose,
+            col(OneTimeToken.used_at).is_(None),
+        )
+        .values(used_at=now)
+    )

@@ -1,0 +1,74 @@
+"""`python -m identity.worker`: publishes identity's outbox to RabbitMQ.
+
+It serves /healthz, /readyz (database and broker) and /metrics (outbox lag) on
+IDENTITY_WORKER_PORT so Swarm and Prometheus can watch it like any service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from identity.config import Settings
+from krika_common.db import make_engine, make_sessionmaker
+from krika_common.events import EventBus, OutboxRelay
+from krika_common.telemetry import configure_logging, install_operations, setup_tracing
+
+
+def create_worker_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(f"{settings.service_name}-worker", settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, pool_size=2)
+        setup_tracing(f"{settings.service_name}-worker", None, engine)
+        bus = EventBus(settings.amqp_url, service=settings.service_name)
+        relay = OutboxRelay(make_sessionmaker(engine), bus, service=settings.service_name)
+        # Connecting retries while the broker is down; the relay starts once it answers.
+        connect = asyncio.create_task(bus.connect())
+
+        async def run() -> None:
+            await connect
+            await relay.run()
+
+        task = asyncio.create_task(run())
+
+        async def database() -> None:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        app.state.readiness.update(database=database, broker=bus.check_ready)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await bus.close()
+            await engine.dispose()
+
+    app = FastAPI(title="Krika identity worker", lifespan=lifespan, openapi_url=None)
+    install_operations(app, f"{settings.service_name}-worker")
+    return app
+
+
+def main() -> None:
+    settings = Settings()
+    uvicorn.run(
+        create_worker_app(settings),
+        host=settings.worker_host,
+        port=settings.worker_port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

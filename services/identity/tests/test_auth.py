@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+from factories import PASSWORD, bearer, login, new_email, outbox_events, register
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+async def test_register_answers_the_account_and_records_events(
+    client: httpx.AsyncClient, clean_db: AsyncEngine
+) -> None:
+    email = new_email()
+    user = await register(client, email=email.upper(), role="provider")
+
+    assert user["email"] == email  # normalised
+    assert user["roles"] == ["provider"]
+    assert user["email_verified"] is False
+    assert "password" not in str(user)
+    assert "password_hash" not in user
+    registered = await outbox_events(clean_db, "identity.user_registered")
+    assert [e["data"]["user_id"] for e in registered] == [user["id"]]
+    assert registered[0]["producer"] == "identity"
+    verification = await outbox_events(clean_db, "identity.email_verification_requested")
+    assert len(verification) == 1
+    assert verification[0]["data"]["token"]
+
+
+@pytest.mark.parametrize(
+    ("patch", "code"),
+    [
+        ({"email": "not-an-email"}, "validation_error"),
+        ({"password": "short1"}, "weak_password"),
+        ({"password": "alllowercaseletters"}, "weak_password"),
+        ({"password": "password123"}, "weak_password"),
+        ({"role": "admin"}, "validation_error"),
+        ({"is_admin": True}, "validation_error"),
+        ({"full_name": ""}, "validation_error"),
+    ],
+)
+async def test_register_rejects_bad_input(
+    client: httpx.AsyncClient, clean_db: AsyncEngine, patch: dict[str, object], code: str
+) -> None:
+    body = {"email": new_email(), "password": PASSWORD, "full_name": "Ada Obi", "role": "customer"}
+    response = await client.post("/auth/register", json={**body, **patch})
+
+    assert response.status_code == 422
+    assert response.json()["error"] == code
+    assert await outbox_events(clean_db) == []
+
+
+async def test_duplicate_email_is_a_conflict(client: httpx.AsyncClient) -> None:
+    email = new_email()
+    await register(client, email=email)
+    response = await client.post(
+        "/auth/register",
+        json={"email": email.title(), "password": PASSWORD, "full_name": "X Y", "role": "customer"},
+    )
+    assert response.status_code == 409
+    assert response.json()["error"] == "email_taken"
+
+
+async def test_login_gives_a_token_pair_that_opens_me(client: httpx.AsyncClient) -> None:
+    user = await register(client)
+    tokens = await login(client, user["email"])
+
+    assert tokens["token_type"] == "bearer"
+    assert tokens["expires_in"] == 900
+    me = await client.get("/users/me", headers=bearer(tokens))
+    assert me.status_code == 200
+    assert me.json()["id"] == user["id"]
+
+
+async def test_wrong_password_and_unknown_account_look_the_same(client: httpx.AsyncClient) -> None:
+    user = await register(client)
+    wrong = await client.post(
+        "/auth/login", json={"email": user["email"], "password": "Nope-12345"}
+    )
+    unknown = await client.post("/auth/login", json={"email": new_email(), "password": PASSWORD})
+
+    assert wrong.status_code == unknown.status_code == 401
+    assert (
+        wrong.json()
+        == unknown.json()
+        == {
+            "error": "invalid_credentials",
+            "detail": "E-mail or password is wrong",
+        }
+    )
+
+
+async def test_repeated_failures_are_throttled_per_account(client: httpx.AsyncClient) -> None:
+    user = await register(client)
+    bad = {"email": user["email"], "password": "Wrong-pass-1"}
+    statuses = [(await client.post("/auth/login", json=bad)).status_code for _ in range(5)]
+    assert statuses == [401] * 5
+
+    blocked = await client.post("/auth/login", json={"email": user["email"], "password": PASSWORD})
+    assert blocked.status_code == 429
+    assert blocked.json()["error"] == "too_many_login_attempts"
+    assert 0 < int(blocked.headers["Retry-After"]) <= 900
+
+
+async def test_repeated_failures_are_throttled_per_ip(client: httpx.AsyncClient) -> None:
+    for _ in range(8):  # eight different accounts, one failure each
+        response = await client.post(
+            "/auth/login", json={"email": new_email(), "password": "Wrong-pass-1"}
+        )
+        assert response.status_code == 401
+    user = await register(client)
+    blocked = await client.post("/auth/login", json={"email": user["email"], "password": PASSWORD})
+    assert blocked.status_code == 429
+    assert "Retry-After" in blocked.headers
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(client: httpx.AsyncClient) -> None:
+    user = await register(client)
+    first = await login(client, user["email"])
+
+    second = await client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert second.status_code == 200
+    rotated = second.json()
+    assert rotated["refresh_token"] != first["refresh_token"]
+    assert rotated["access_token"] != first["access_token"]
+
+    replay = await client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert replay.status_code == 401
+    assert replay.json()["error"] == "refresh_token_reused"
+    # The thief may hold the newest token: it died with the family.
+    after = await client.post("/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
+    assert after.status_code == 401
+    assert after.json()["error"] == "invalid_refresh_token"
+
+
+async def test_reuse_revokes_only_that_family(client: httpx.AsyncClient) -> None:
+    user = await register(client)
+    laptop = await login(client, user["email"])
+    phone = await login(client, user["email"])
+    await client.post("/auth/refresh", json={"refresh_token": laptop["refresh_token"]})
+    await client.post("/auth/refresh", json={"refresh_token": laptop["refresh_token"]})
+
+    still = await client.post("/auth/refresh", json={"refresh_token": phone["refresh_token"]})
+    assert still.status_code == 200
+
+
+async def test_logout_ends_the_session(client: httpx.AsyncClient) -> None:
+    user = await register(client)
+    tokens = await login(client, user["email"])
+
+    out = await client.post("/auth/logout", json={"refresh_token": tokens["refresh_token"]})
+    assert out.status_code == 204
+    again = await client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert again.status_code == 401
+    assert again.json()["error"] == "invalid_refresh_token"
+    # Logging out twice, or with garbage, reveals nothing.
+    assert (await client.post("/auth/logout", json={"refresh_token": "x" * 43})).status_code == 204
+
+
+async def test_unknown_refresh_token_is_refused(client: httpx.AsyncClient) -> None:
+    response = await client.post("/auth/refresh", json={"refresh_token": "made-up"})
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_refresh_token"
+
+
+async def test_me_requires_a_valid_token(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/users/me")).json()["error"] == "unauthorized"
+    forged = await client.get("/users/me", headers={"Authorization": "Bearer abc.def.ghi"})
+    assert forged.status_code == 401
+    assert forged.json()["error"] == "invalid_token"
