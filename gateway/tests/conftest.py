@@ -14,11 +14,12 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from redis.asyncio import Redis
+
 from gateway.app import create_app
 from gateway.config import RateLimit, Settings
 from krika_common.testing.jwt import TestKeys
 from krika_common.testing.plugin import free_port
-from redis.asyncio import Redis
 
 from .upstreams import Upstreams, catalog_app, echo_app, identity_app, serve
 

@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 from joserfc.jwk import RSAKey
-from krika_common.testing.jwt import TestKeys
 from redis.asyncio import Redis
+
+from krika_common.testing.jwt import TestKeys
 
 from .upstreams import Upstreams
 

@@ -26,12 +26,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-from krika_common.errors import install_error_handlers
-from krika_common.telemetry import configure_logging, install_operations, setup_tracing
 
 from gateway.config import Settings
 from gateway.docs import ApiDocs
 from gateway.proxy import Gateway, GatewayMiddleware
+from krika_common.errors import install_error_handlers
+from krika_common.telemetry import configure_logging, install_operations, setup_tracing
 
 log = logging.getLogger("gateway")
 

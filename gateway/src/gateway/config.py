@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from krika_common.config import KrikaSettings, service_config
 from pydantic import BaseModel, Field
+
+from krika_common.config import KrikaSettings, service_config
 
 
 class RateLimit(BaseModel):

@@ -17,14 +17,14 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
-from krika_common.auth import JWKSClient, Principal, TokenVerifier
-from krika_common.errors import ServiceError, Unauthorized
-from krika_common.telemetry import trace_id_from_traceparent, trace_id_var, user_id_var
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import RateLimit, Settings
 from gateway.ratelimit import RateLimiter, connect_redis
 from gateway.routes import ROUTE_GROUPS, BadPath, PublicRoutes, api_segments
+from krika_common.auth import JWKSClient, Principal, TokenVerifier
+from krika_common.errors import ServiceError, Unauthorized
+from krika_common.telemetry import trace_id_from_traceparent, trace_id_var, user_id_var
 
 log = logging.getLogger("gateway.proxy")
 

@@ -16,14 +16,14 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
-from krika_common.errors import ServiceError
-from krika_common.telemetry import trace_id_from_traceparent
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
 from gateway.proxy import Gateway, mint_traceparent
+from krika_common.errors import ServiceError
+from krika_common.telemetry import trace_id_from_traceparent
 
 log = logging.getLogger("gateway.websocket")
 

@@ -1,0 +1,141 @@
+"""Merged API docs, readiness and the gateway's own routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from gateway.docs import merge_specs
+from gateway.routes import PublicRoutes
+
+from .conftest import StartGateway
+from .upstreams import Upstreams
+
+
+async def test_openapi_merges_the_running_services(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/openapi.json")
+    assert response.status_code == 200
+    spec: dict[str, Any] = response.json()
+    paths = spec["paths"]
+    assert "/api/v1/auth/login" in paths
+    assert "/api/v1/users/me" in paths
+    assert "/api/v1/catalog/services/{service_id}" in paths
+    # Ops-only and unrouted paths of the services are not part of the public API.
+    assert not [p for p in paths if not p.startswith("/api/v1/")]
+    assert not [p for p in paths if "healthz" in p or "well-known" in p or "jwks" in p]
+
+    schemas = spec["components"]["schemas"]
+    # Identity and catalog each have a different "Item": both kept, prefixed...
+    assert {"identity_Item", "catalog_Item"} <= set(schemas)
+    assert "Item" not in schemas
+    # ...and shared, identical ones (FastAPI's validation errors) stay single.
+    assert "HTTPValidationError" in schemas
+    assert "identity_HTTPValidationError" not in schemas
+    me = paths["/api/v1/users/me"]["get"]
+    ref = me["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/identity_Item"
+    assert schemas["catalog_Item"]["properties"].keys() == {"title", "price"}
+
+    # Public routes need no token in Swagger UI; the rest carry the bearer scheme.
+    assert paths["/api/v1/auth/login"]["post"]["security"] == []
+    assert paths["/api/v1/catalog/services/{service_id}"]["get"]["security"] == []
+    assert paths["/api/v1/catalog/services"]["post"]["security"] == [{"bearerAuth": []}]
+    assert me["security"] == [{"bearerAuth": []}]
+    assert spec["x-krika-services"]["notify"] == "unavailable"
+    assert spec["x-krika-services"]["identity"] == "up"
+
+
+def test_merge_renames_collisions_and_rewrites_refs() -> None:
+    identity = {
+        "paths": {
+            "/users/me": {
+                "get": {
+                    "responses": {
+                        "200": {
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Item"}
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+        "components": {"schemas": {"Item": {"properties": {"name": {"type": "string"}}}}},
+    }
+    catalog = {
+        "paths": {
+            "/catalog/items": {
+                "get": {
+                    "operationId": "list",
+                    "responses": {
+                        "200": {
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Item"}
+                                }
+                            }
+                        }
+                    },
+                }
+            },
+            "/healthz": {"get": {"operationId": "list"}},
+        },
+        "components": {"schemas": {"Item": {"properties": {"title": {"type": "string"}}}}},
+    }
+    orders = {"paths": {"/orders": {"get": {"operationId": "list"}}}}
+    merged = merge_specs(
+        {"identity": identity, "catalog": catalog, "orders": orders, "chat": None},
+        PublicRoutes(),
+    )
+    schemas = merged["components"]["schemas"]
+    assert set(schemas) == {"identity_Item", "catalog_Item"}
+
+    def ref(path: str) -> str:
+        op = merged["paths"][path]["get"]
+        return str(op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"])
+
+    assert ref("/api/v1/users/me") == "#/components/schemas/identity_Item"
+    assert ref("/api/v1/catalog/items") == "#/components/schemas/catalog_Item"
+    assert merged["paths"]["/api/v1/catalog/items"]["get"]["operationId"] == "catalog_list"
+    assert merged["paths"]["/api/v1/orders"]["get"]["operationId"] == "orders_list"
+    assert "/api/v1/healthz" not in merged["paths"]
+    assert merged["x-krika-services"] == {
+        "identity": "up",
+        "catalog": "up",
+        "orders": "up",
+        "chat": "unavailable",
+    }
+
+
+async def test_swagger_ui_points_at_the_merged_document(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/docs")
+    assert response.status_code == 200
+    assert "text/html" in response.headers["content-type"]
+    assert "/api/openapi.json" in response.text
+
+
+async def test_readyz_checks_redis_and_jwks(
+    client: httpx.AsyncClient, upstreams: Upstreams
+) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"redis": "ok", "jwks": "ok"}
+    assert upstreams.jwks_fetches == 1
+
+
+async def test_readyz_fails_without_jwks(start_gateway: StartGateway) -> None:
+    async with start_gateway(jwks_url="http://127.0.0.1:1/.well-known/jwks.json") as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["jwks"].startswith("failing")
+
+
+async def test_gateway_routes_need_no_token(client: httpx.AsyncClient) -> None:
+    for path in ("/healthz", "/readyz", "/metrics", "/api/docs", "/api/openapi.json"):
+        assert (await client.get(path)).status_code == 200, path
+    missing = await client.get("/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "not_found"
