@@ -32,14 +32,14 @@ class KrikaSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> KrikaSettings:
-        if self.environment == "production":
+        if self.environment != "development":
             weak = [
                 name
                 for name, value in self.secret_fields().items()
                 if value in ("", DEV_PLACEHOLDER)
             ]
             if weak:
-                raise ValueError(f"production refuses default secrets: {', '.join(weak)}")
+                raise ValueError(f"{self.environment} refuses default secrets: {', '.join(weak)}")
         return self
 
 
