@@ -1,0 +1,441 @@
+"""The event bus on RabbitMQ (aio-pika): publish with confirms, consume with retries and a DLQ.
+
+Topology for a service (queue `<service>.events` by default):
+
+    exchange  krika.events (topic, durable) --[event type]--> <queue>
+    <queue>.retry.<ms>  x-message-ttl=<ms>, dead-letters back to <queue> (default exchange)
+    <queue>.dlq         where a message lands after the last attempt, or when unparseable
+
+A failed handler's message is republished (confirmed) to the next retry queue with our own
+attempt counter `x-krika-attempt`, then the original is acknowledged; after the last attempt
+it goes to the DLQ with `x-krika-error`. Handlers must be idempotent (see `inbox_handler`):
+delivery is at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, cast
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustExchange,
+    AbstractRobustQueue,
+    HeadersType,
+)
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
+from yarl import URL
+
+from krika_common.events.envelope import Envelope
+from krika_common.events.tracing import TRACEPARENT, consumer_context, current_traceparent
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[Envelope], Awaitable[None]]
+
+ATTEMPT_HEADER = "x-krika-attempt"
+ERROR_HEADER = "x-krika-error"
+# Broker-written dead-letter bookkeeping; not ours to copy into a republished message.
+_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
+
+EVENTS_CONSUMED = Counter(
+    "krika_events_consumed_total", "Events handled successfully", ["service", "event_type"]
+)
+EVENTS_FAILED = Counter(
+    "krika_events_failed_total", "Event handler failures (each attempt)", ["service", "event_type"]
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "krika_events_dead_lettered_total", "Events sent to the DLQ", ["service", "event_type"]
+)
+EVENT_HANDLING_SECONDS = Histogram(
+    "krika_event_handling_seconds", "Event handler duration", ["service", "event_type"]
+)
+DLQ_MESSAGES = Gauge("krika_dlq_messages", "Messages waiting in the DLQ", ["service", "queue"])
+
+
+class BrokerUnavailable(ConnectionError):
+    """The bus has no usable broker connection right now."""
+
+
+def error_text(exc: BaseException, limit: int = 1000) -> str:
+    return f"{type(exc).__name__}: {exc}"[:limit]
+
+
+def safe_url(url: str) -> str:
+    """The AMQP URL without its password, for logs."""
+    parsed = URL(url)
+    return str(parsed.with_password("***") if parsed.password else parsed)
+
+
+def _attempt(headers: Mapping[str, Any]) -> int:
+    value = headers.get(ATTEMPT_HEADER, 1)
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 1
+
+
+class EventBus:
+    """One service's connection to the events exchange: publisher and (optionally) consumer.
+
+    Use: `subscribe(...)` each handled type, `await connect()`, `await start()`;
+    `await close()` in the lifespan's exit. A publish-only bus just connects.
+    """
+
+    def __init__(
+        self,
+        amqp_url: str,
+        *,
+        service: str,
+        exchange: str = "krika.events",
+        queue: str | None = None,
+        prefetch: int = 32,
+        retry_delays: Sequence[float] = (1, 5, 30, 120),
+        queue_expires: float | None = None,
+        connect_deadline: float | None = None,
+        reconnect_interval: float = 2.0,
+        publish_timeout: float = 10.0,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        self.amqp_url = amqp_url
+        self.service = service
+        self.exchange_name = exchange
+        self.queue_name = queue or f"{service}.events"
+        self.dlq_name = f"{self.queue_name}.dlq"
+        self.prefetch = prefetch
+        self.retry_delays_ms = [max(1, round(d * 1000)) for d in retry_delays]
+        self.retry_queue_names = [f"{self.queue_name}.retry.{ms}" for ms in self.retry_delays_ms]
+        # For tests: queues the broker deletes once unused for this long (seconds).
+        self.queue_expires = queue_expires
+        self.connect_deadline = connect_deadline
+        self.reconnect_interval = reconnect_interval
+        self.publish_timeout = publish_timeout
+        self.shutdown_timeout = shutdown_timeout
+
+        self._handlers: dict[str, EventHandler] = {}
+        # Strong references: the robust connection restores what these hold after a reconnect.
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractRobustChannel | None = None
+        self._consume_channel: AbstractRobustChannel | None = None
+        self._exchange: AbstractRobustExchange | None = None
+        self._queue: AbstractRobustQueue | None = None
+        self._dlq: AbstractRobustQueue | None = None
+        self._retry_queues: list[AbstractRobustQueue] = []
+        self._consumer_tag: str | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_delays_ms) + 1
+
+    # --- connection ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect (retrying with backoff while the broker is down, until `connect_deadline`
+        seconds if set), open the publish and consume channels, declare the exchange."""
+        if self._connection is not None:
+            return
+        deadline = self.connect_deadline
+        if deadline is not None:
+            deadline += time.monotonic()
+        attempt = 0
+        while True:
+            connection: AbstractRobustConnection | None = None
+            try:
+                connection = await aio_pika.connect_robust(
+                    self.amqp_url,
+                    reconnect_interval=self.reconnect_interval,
+                    timeout=max(self.publish_timeout, 1.0),
+                    client_properties={"connection_name": f"{self.service} events"},
+                )
+                publish_channel = await connection.channel(publisher_confirms=True)
+                consume_channel = await connection.channel(publisher_confirms=True)
+                await consume_channel.set_qos(prefetch_count=self.prefetch)
+                exchange = await publish_channel.declare_exchange(
+                    self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+                )
+                break
+            except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+                attempt += 1
+                delay = min(5.0, 0.25 * 2.0**attempt) * random.uniform(0.5, 1.0)  # noqa: S311
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    log.error("broker %s unreachable, giving up", safe_url(self.amqp_url))
+                    raise BrokerUnavailable(self._scrub(error_text(exc))) from None
+                log.warning(
+                    "broker %s unreachable (attempt %d: %s); retrying in %.1fs",
+                    safe_url(self.amqp_url),
+                    attempt,
+                    self._scrub(error_text(exc)),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        self._connection = connection
+        self._publish_channel = publish_channel
+        self._consume_channel = consume_channel
+        self._exchange = exchange
+        log.info("connected to broker %s", safe_url(self.amqp_url))
+
+    def _scrub(self, text: str) -> str:
+        password = URL(self.amqp_url).password
+        return text.replace(password, "***") if password else text
+
+    def _connected(self) -> bool:
+        connection = self._connection
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
+
+    # --- publishing ---------------------------------------------------------------------------
+
+    async def publish(self, envelope: Envelope, headers: Mapping[str, Any] | None = None) -> None:
+        """Publish to the exchange (routing key = type), persistent, confirmed by the broker.
+
+        Fails fast with `BrokerUnavailable` while disconnected, and after `publish_timeout`.
+        """
+        out: HeadersType = dict(headers or {})
+        if TRACEPARENT not in out and (traceparent := current_traceparent()):
+            out[TRACEPARENT] = traceparent
+        message = aio_pika.Message(
+            envelope.model_dump_json().encode(),
+            headers=out,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=str(envelope.id),
+            type=envelope.type,
+            timestamp=envelope.occurred_at,
+            app_id=envelope.producer,
+            correlation_id=envelope.correlation_id,
+        )
+        if self._exchange is None or not self._connected():
+            raise BrokerUnavailable("not connected to the broker")
+        await self._confirmed(self._exchange.publish(message, envelope.type, mandatory=False))
+
+    async def _confirmed(self, publishing: Awaitable[Any]) -> None:
+        try:
+            await asyncio.wait_for(publishing, self.publish_timeout)
+        except TimeoutError as exc:
+            raise BrokerUnavailable("broker did not confirm in time") from exc
+
+    async def _send_to_queue(
+        self, message: AbstractIncomingMessage, queue: str, **extra: Any
+    ) -> None:
+        """A confirmed copy of `message` (plus `extra` headers) to `queue` (default exchange)."""
+        if self._publish_channel is None or not self._connected():
+            raise BrokerUnavailable("not connected to the broker")
+        headers: HeadersType = {
+            k: v for k, v in message.headers.items() if not k.startswith(_BROKER_HEADERS)
+        }
+        headers.update(extra)
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            type=message.type,
+            timestamp=message.timestamp,
+            app_id=message.app_id,
+            correlation_id=message.correlation_id,
+        )
+        exchange = self._publish_channel.default_exchange
+        await self._confirmed(exchange.publish(copy, queue, mandatory=False))
+
+    # --- consuming ----------------------------------------------------------------------------
+
+    def subscribe(self, event_type: str, handler: EventHandler) -> None:
+        """Handle `event_type` with `handler(envelope)`; call before `start()`."""
+        if self._queue is not None:
+            raise RuntimeError("subscribe before start()")
+        if event_type in self._handlers:
+            raise ValueError(f"{event_type} already has a handler")
+        self._handlers[event_type] = handler
+
+    def _queue_arguments(self, **arguments: Any) -> dict[str, Any]:
+        if self.queue_expires is not None:
+            arguments["x-expires"] = max(1, round(self.queue_expires * 1000))
+        return arguments
+
+    async def start(self) -> None:
+        """Declare the queues (main, retries, DLQ), bind the subscribed types, start consuming."""
+        if self._consumer_tag is not None:
+            return
+        if self._consume_channel is None:
+            raise RuntimeError("connect() before start()")
+        if not self._handlers:
+            raise RuntimeError("start() without any subscription")
+        channel = self._consume_channel
+        # Declared on this channel too, so restoring its bindings never waits on the other one.
+        exchange = await channel.declare_exchange(
+            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self._dlq = await channel.declare_queue(
+            self.dlq_name, durable=True, arguments=self._queue_arguments()
+        )
+        self._retry_queues = [
+            await channel.declare_queue(
+                name,
+                durable=True,
+                arguments=self._queue_arguments(
+                    **{
+                        "x-message-ttl": ms,
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": self.queue_name,
+                    }
+                ),
+            )
+            for name, ms in zip(self.retry_queue_names, self.retry_delays_ms, strict=True)
+        ]
+        queue = await channel.declare_queue(
+            self.queue_name, durable=True, arguments=self._queue_arguments()
+        )
+        for event_type in self._handlers:
+            await queue.bind(exchange, routing_key=event_type)
+        self._queue = queue
+        self._consumer_tag = await queue.consume(self._on_message)
+        log.info("consuming %s for %s", self.queue_name, ", ".join(sorted(self._handlers)))
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            await self._handle(message)
+        except Exception:
+            # Could not settle it (e.g. the retry copy was not confirmed): hand it back to the
+            # broker for redelivery; if the channel is gone, the broker requeues it anyway.
+            log.exception("event message %s requeued", message.message_id)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        attempt = _attempt(message.headers)
+        try:
+            envelope = Envelope.model_validate_json(message.body)
+        except ValidationError as exc:
+            log.error("unparseable event message %s dead-lettered", message.message_id)
+            await self._dead_letter(message, "<invalid>", attempt, error_text(exc))
+            return
+        handler = self._handlers.get(envelope.type)
+        if handler is None:
+            # A binding left by an older deployment: keep the message for a human, do not drop.
+            await self._dead_letter(
+                message, envelope.type, attempt, f"no handler for {envelope.type}"
+            )
+            return
+
+        labels = (self.service, envelope.type)
+        with consumer_context(f"{envelope.type} process", message.headers, envelope.correlation_id):
+            started = time.perf_counter()
+            try:
+                await handler(envelope)
+            except Exception as exc:
+                EVENTS_FAILED.labels(*labels).inc()
+                await self._retry_or_dead_letter(message, envelope, attempt, exc)
+                return
+            finally:
+                EVENT_HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+            await message.ack()
+            EVENTS_CONSUMED.labels(*labels).inc()
+
+    async def _retry_or_dead_letter(
+        self, message: AbstractIncomingMessage, envelope: Envelope, attempt: int, exc: Exception
+    ) -> None:
+        if attempt >= self.max_attempts:
+            log.error(
+                "%s %s failed %d times, dead-lettered: %s",
+                envelope.type,
+                envelope.id,
+                attempt,
+                error_text(exc),
+                exc_info=exc,
+            )
+            await self._dead_letter(message, envelope.type, attempt, error_text(exc))
+            return
+        retry_queue = self.retry_queue_names[attempt - 1]
+        log.warning(
+            "%s %s failed (attempt %d/%d), retrying in %dms: %s",
+            envelope.type,
+            envelope.id,
+            attempt,
+            self.max_attempts,
+            self.retry_delays_ms[attempt - 1],
+            error_text(exc),
+            exc_info=exc,
+        )
+        await self._send_to_queue(message, retry_queue, **{ATTEMPT_HEADER: attempt + 1})
+        await message.ack()
+
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, event_type: str, attempt: int, error: str
+    ) -> None:
+        await self._send_to_queue(
+            message, self.dlq_name, **{ATTEMPT_HEADER: attempt, ERROR_HEADER: error}
+        )
+        await message.ack()
+        EVENTS_DEAD_LETTERED.labels(self.service, event_type).inc()
+
+    # --- health -------------------------------------------------------------------------------
+
+    def is_consuming(self) -> bool:
+        """Connected, and (once started) the consumer's channel is open."""
+        if not self._connected() or self._consumer_tag is None:
+            return False
+        return self._consume_channel is not None and not self._consume_channel.is_closed
+
+    async def check_ready(self) -> None:
+        """Readiness: raises unless connected and, for a consuming bus, actively consuming.
+
+        Also refreshes the `krika_dlq_messages` gauge.
+        """
+        if not self._connected():
+            raise BrokerUnavailable("not connected to the broker")
+        if not self._handlers:
+            return  # publish-only
+        if not self.is_consuming() or self._consume_channel is None:
+            raise BrokerUnavailable(f"not consuming {self.queue_name}")
+        underlay = cast(aiormq.Channel, await self._consume_channel.get_underlay_channel())
+        if self._consumer_tag not in underlay.consumers:
+            raise BrokerUnavailable(f"consumer of {self.queue_name} is not active")
+        await self.dlq_depth()
+
+    async def dlq_depth(self) -> int:
+        """Messages waiting in this service's DLQ (also sets the `krika_dlq_messages` gauge)."""
+        if self._dlq is None:
+            raise RuntimeError("start() first")
+        declared = await self._dlq.declare()
+        depth = int(declared.message_count or 0)
+        DLQ_MESSAGES.labels(self.service, self.dlq_name).set(depth)
+        return depth
+
+    async def close(self) -> None:
+        """Stop consuming, let in-flight handlers finish (bounded), close the connection."""
+        if self._connection is None or self._closing:
+            return
+        self._closing = True
+        tag, self._consumer_tag = self._consumer_tag, None
+        # While disconnected a robust channel would wait for the reconnect: skip the cancel.
+        if self._queue is not None and tag is not None and self._connected():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._queue.cancel(tag), 2.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.shutdown_timeout)
+        with contextlib.suppress(Exception):
+            await self._connection.close()
