@@ -1,0 +1,77 @@
+# Krika developer entry points: `make up` runs the whole system, `make test` tests all of it.
+# Nothing needs installing by hand: `sync` bootstraps uv from PyPI and installs the workspace.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv from PATH, else the PyPI package (`python3 -m uv`), which the `uv` target installs.
+ifeq ($(origin UV),undefined)
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+endif
+RUN := $(UV) run --no-sync
+PYTEST_ARGS ?=
+
+# Every workspace package with its own tests/ (services join by having a pyproject.toml).
+PACKAGES := libs/common $(patsubst %/pyproject.toml,%,$(sort $(wildcard services/*/pyproject.toml))) gateway
+# Linted folders that hold Python code (mypy refuses an empty one). Alembic's generated
+# revisions are left out of mypy as ruff's config leaves them out of ruff.
+LINT_PATHS := $(foreach d,libs services gateway bench scripts tests,$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
+
+.PHONY: help uv sync infra up migrate test lint format clean distclean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+uv: ## make sure uv is available (installed from PyPI when missing)
+	@$(UV) --version >/dev/null 2>&1 || { \
+		echo "uv not found: installing it with pip"; \
+		python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv; \
+	}
+
+sync: uv ## install the workspace (every package + dev tools) into .venv from uv.lock
+	@if [ -f uv.lock ]; then $(UV) sync --all-packages --locked; else $(UV) sync --all-packages; fi
+
+infra: sync ## check PostgreSQL, Redis and RabbitMQ answer; start a stopped local one
+	@$(RUN) python scripts/dev.py ensure-infra
+
+up: sync ## run every service, worker and the gateway with their logs, until Ctrl-C
+	@$(RUN) python scripts/dev.py up
+
+migrate: sync ## create the krika_<service> databases and run every migration
+	@$(RUN) python scripts/dev.py migrate
+
+test: sync infra ## run every package's tests, then the end-to-end `make up` test
+	@failed=""; \
+	for pkg in $(PACKAGES); do \
+		if ! find $$pkg/tests \( -name 'test_*.py' -o -name '*_test.py' \) 2>/dev/null | grep -q .; then \
+			echo "=== $$pkg: no tests, skipped"; continue; \
+		fi; \
+		echo "=== pytest $$pkg"; \
+		(cd $$pkg && $(RUN) pytest tests $(PYTEST_ARGS)); rc=$$?; \
+		if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then failed="$$failed $$pkg"; fi; \
+	done; \
+	echo "=== pytest tests (end to end)"; \
+	$(RUN) pytest tests $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then failed="$$failed tests"; fi; \
+	if [ -n "$$failed" ]; then echo "=== FAILED:$$failed"; exit 1; fi; \
+	echo "=== all tests passed"
+
+lint: sync ## ruff check, ruff format --check and mypy --strict
+	@status=0; \
+	echo "=== ruff check"; $(RUN) ruff check $(LINT_PATHS) || status=1; \
+	echo "=== ruff format --check"; $(RUN) ruff format --check $(LINT_PATHS) || status=1; \
+	echo "=== mypy --strict"; $(RUN) mypy --strict --exclude '/migrations/versions/' $(LINT_PATHS) || status=1; \
+	exit $$status
+
+format: sync ## apply ruff's formatting and safe fixes
+	@$(RUN) ruff format $(LINT_PATHS)
+	@$(RUN) ruff check --fix $(LINT_PATHS)
+
+clean: ## remove caches and launcher logs (keeps .venv and the dev secrets)
+	@find . -path ./.venv -prune -o -type d \
+		\( -name __pycache__ -o -name .pytest_cache -o -name .mypy_cache -o -name .ruff_cache \) \
+		-prune -exec rm -rf {} +
+	@rm -rf build dist .local/run
+
+distclean: clean ## also remove .venv and .local/ (dev signing key, secrets, Mongo data)
+	@rm -rf .venv .local
