@@ -102,10 +102,10 @@ def start_gateway(
     return start
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(params=["aiohttp", "httpx"])
 async def client(
-    start_gateway: StartGateway,
+    start_gateway: StartGateway, request: pytest.FixtureRequest
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A client on a gateway with the default test settings."""
-    async with start_gateway() as c:
+    """A client on a gateway with the default test settings, once per upstream HTTP client."""
+    async with start_gateway(upstream_client=request.param) as c:
         yield c

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from krika_common.config import KrikaSettings, service_config
@@ -35,6 +37,8 @@ class Settings(KrikaSettings):
 
     # Upstream HTTP: whole-exchange read/write timeout, and a short connect timeout so a dead
     # replica answers 502/504 fast.
+    # Which HTTP client forwards the proxied requests (see gateway.upstream).
+    upstream_client: Literal["aiohttp", "httpx"] = "aiohttp"
     upstream_timeout: float = 30.0
     upstream_connect_timeout: float = 2.0
     upstream_max_connections: int = 512
@@ -46,6 +50,8 @@ class Settings(KrikaSettings):
     # refreshed in the background so keys withdrawn by identity stop being trusted.
     jwks_refetch_cooldown: float = 5.0
     jwks_refresh_interval: float = 300.0
+    # Verified tokens remembered until their `exp` (dropped on every JWKS fetch); 0 = off.
+    verified_token_cache_size: int = 10_000
 
     # Rate limits per route group (the first path segment after /api/v1, or "ws");
     # groups not listed use `rate_limit_default`.

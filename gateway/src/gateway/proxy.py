@@ -12,8 +12,8 @@ import ipaddress
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Iterable
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -22,6 +22,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.config import RateLimit, Settings
 from gateway.ratelimit import RateLimiter, connect_redis
 from gateway.routes import ROUTE_GROUPS, BadPath, PublicRoutes, api_segments
+from gateway.upstream import (
+    AiohttpUpstream,
+    Body,
+    HttpxUpstream,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+    httpx_client,
+)
 from krika_common.auth import JWKSClient, Principal, TokenVerifier
 from krika_common.errors import ServiceError, Unauthorized
 from krika_common.telemetry import trace_id_from_traceparent, trace_id_var, user_id_var
@@ -132,12 +142,43 @@ class TrustedProxies:
         return hops[0] if hops else peer
 
 
+class VerifiedTokens:
+    """Access tokens already verified, remembered until they expire.
+
+    Verifying an RS256 token costs more than the rest of the hot path; a client sends the same
+    token for its whole lifetime. Only successes are kept, `exp` is checked on every hit, and
+    the whole cache is dropped whenever the JWKS is (re)fetched, so a key identity withdraws
+    stops being trusted at the next refresh. Suspensions are checked per request in Redis.
+    """
+
+    def __init__(self, verifier: TokenVerifier, max_size: int = 10_000) -> None:
+        self._verifier = verifier
+        self._max_size = max_size
+        self._principals: dict[str, Principal] = {}
+
+    async def verify(self, token: str) -> Principal:
+        principal = self._principals.get(token)
+        if principal is not None and time.time() < principal.expires_at:
+            return principal
+        principal = await self._verifier.verify(token)
+        if self._max_size > 0:
+            if len(self._principals) >= self._max_size:
+                del self._principals[next(iter(self._principals))]
+            self._principals[token] = principal
+        return principal
+
+    def clear(self) -> None:
+        self._principals.clear()
+
+
 class Gateway:
     """The upstream pool, the token verifier and the rate limiter: opened in the lifespan."""
 
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # JWKS, API docs
+    upstream: UpstreamClient  # the proxied requests
     jwks: JWKSClient
     verifier: TokenVerifier
+    tokens: VerifiedTokens
     limiter: RateLimiter
 
     def __init__(self, settings: Settings) -> None:
@@ -145,9 +186,8 @@ class Gateway:
         self.public = PublicRoutes()
         self.trusted = TrustedProxies(settings.trusted_proxies)
         self.jwks_fetches = 0
-        self._bases = {
-            name: httpx.URL(url.rstrip("/")) for name, url in settings.service_urls().items()
-        }
+        self._origins = {name: url.rstrip("/") for name, url in settings.service_urls().items()}
+        self._bases = {name: httpx.URL(url) for name, url in self._origins.items()}
         self._limits: dict[str, RateLimit] = {
             group.name: settings.rate_limit_for(group.name) for group in ROUTE_GROUPS.values()
         }
@@ -155,17 +195,9 @@ class Gateway:
 
     async def open(self) -> None:
         s = self.settings
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(s.upstream_timeout, connect=s.upstream_connect_timeout),
-            limits=httpx.Limits(
-                max_connections=s.upstream_max_connections,
-                max_keepalive_connections=s.upstream_max_keepalive,
-                keepalive_expiry=s.upstream_keepalive_expiry,
-            ),
-            # A proxy must never keep one user's cookies for the next: a jar that takes none.
-            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-            follow_redirects=False,
-            trust_env=False,
+        self.http = httpx_client(s)
+        self.upstream = (
+            AiohttpUpstream(s) if s.upstream_client == "aiohttp" else HttpxUpstream(self.http)
         )
         self.redis = connect_redis(s.redis_url, s.redis_timeout)
         self.jwks = JWKSClient(
@@ -175,17 +207,23 @@ class Gateway:
             on_fetch=self._fetched,
         )
         self.verifier = TokenVerifier(self.jwks, issuer=s.jwt_issuer, audience=s.jwt_audience)
+        self.tokens = VerifiedTokens(self.verifier, s.verified_token_cache_size)
         self.limiter = RateLimiter(self.redis, retry_after_failure=s.redis_retry_after)
 
     async def aclose(self) -> None:
+        await self.upstream.aclose()
         await self.http.aclose()
         await self.redis.aclose()
 
     async def _fetched(self) -> None:
         self.jwks_fetches += 1
+        self.tokens.clear()
 
     def base_url(self, service: str) -> httpx.URL:
         return self._bases[service]
+
+    def origin(self, service: str) -> str:
+        return self._origins[service]
 
     def rate_limit(self, group: str) -> RateLimit:
         return self._limits[group]
@@ -194,7 +232,7 @@ class Gateway:
         token = _bearer(authorization)
         if token is None:
             raise Unauthorized("Missing bearer token")
-        return await self.verifier.verify(token)
+        return await self.tokens.verify(token)
 
     def forwarded(
         self,
@@ -326,13 +364,12 @@ async def handle_http(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         traceparent = minted.encode()
     forward.append((b"traceparent", traceparent))
 
-    upstream_path = raw_path[len(b"/api/v1") :]
+    target = raw_path[len(b"/api/v1") :]
     query: bytes = scope.get("query_string", b"")
     if query:
-        upstream_path += b"?" + query
-    url = gw.base_url(group.service).copy_with(raw_path=upstream_path)
+        target += b"?" + query
 
-    content: bytes | AsyncIterator[bytes] | None = None
+    content: Body = None
     if chunked or (content_length is not None and content_length != b"0"):
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -340,24 +377,36 @@ async def handle_http(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         first: bytes = message.get("body", b"")
         content = _stream_body(first, receive) if message.get("more_body") else first
 
-    request = httpx.Request(method, url, headers=forward, content=content)
+    service = group.service
     try:
-        response = await gw.http.send(request, stream=True)
+        response = await gw.upstream.send(method, gw.origin(service), target, forward, content)
     except ClientGone:
         return
-    except httpx.TimeoutException as exc:
-        log.warning("upstream %s timed out: %s", group.service, type(exc).__name__)
+    except UpstreamTimeout as exc:
+        log.warning("upstream %s timed out: %s", service, exc)
         await send_error(
-            send, 504, "upstream_timeout", f"The {group.service} service did not answer in time"
+            send, 504, "upstream_timeout", f"The {service} service did not answer in time"
         )
         return
-    except httpx.TransportError as exc:
-        log.warning("upstream %s unavailable: %s: %s", group.service, type(exc).__name__, exc)
-        await send_error(
-            send, 502, "upstream_unavailable", f"The {group.service} service is unavailable"
-        )
+    except UpstreamError as exc:
+        log.warning("upstream %s unavailable: %s", service, exc)
+        await send_error(send, 502, "upstream_unavailable", f"The {service} service is unavailable")
         return
-    await _relay_response(response, send, group.service)
+    try:
+        await _relay_response(response, send, service)
+    finally:
+        await response.aclose()
+
+
+async def _upstream_failed(send: Send, service: str, exc: UpstreamError) -> None:
+    if isinstance(exc, UpstreamTimeout):
+        log.warning("upstream %s timed out: %s", service, exc)
+        detail = f"The {service} service did not answer in time"
+        await send_error(send, 504, "upstream_timeout", detail)
+    else:
+        log.warning("upstream %s unavailable: %s", service, exc)
+        detail = f"The {service} service is unavailable"
+        await send_error(send, 502, "upstream_unavailable", detail)
 
 
 async def _stream_body(first: bytes, receive: Receive) -> AsyncIterator[bytes]:
@@ -374,43 +423,40 @@ async def _stream_body(first: bytes, receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-async def _relay_response(response: httpx.Response, send: Send, service: str) -> None:
-    try:
-        headers: list[tuple[bytes, bytes]] = []
-        length = -1
-        for name, value in response.headers.raw:
-            name = name.lower()
-            if name in _RESPONSE_DROP:
-                continue
-            if name == b"content-length":
-                length = int(value)
-            headers.append((name, value))
-        start = {"type": "http.response.start", "status": response.status_code, "headers": headers}
-        if 0 <= length <= _SMALL_BODY:
-            # Small and of known size: one body message instead of a streamed series.
-            try:
-                body = await response.aread()
-            except httpx.TimeoutException:
-                await send_error(
-                    send, 504, "upstream_timeout", f"The {service} service did not answer in time"
-                )
-                return
-            except httpx.TransportError:
-                await send_error(
-                    send, 502, "upstream_unavailable", f"The {service} service is unavailable"
-                )
-                return
-            await send(start)
-            await send({"type": "http.response.body", "body": body})
+async def _relay_response(response: UpstreamResponse, send: Send, service: str) -> None:
+    headers: list[tuple[bytes, bytes]] = []
+    length = -1
+    for name, value in response.headers:
+        name = name.lower()
+        if name in _RESPONSE_DROP:
+            continue
+        if name == b"content-length":
+            length = int(value)
+        headers.append((name, value))
+    start = {"type": "http.response.start", "status": response.status, "headers": headers}
+    if 0 <= length <= _SMALL_BODY:
+        # Small and of known size: one body message instead of a streamed series.
+        try:
+            body = await response.read()
+        except UpstreamTimeout:
+            await send_error(
+                send, 504, "upstream_timeout", f"The {service} service did not answer in time"
+            )
+            return
+        except UpstreamError:
+            await send_error(
+                send, 502, "upstream_unavailable", f"The {service} service is unavailable"
+            )
             return
         await send(start)
-        try:
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except httpx.TransportError as exc:
-            # Headers are out: all we can do is cut the response short, which the client sees.
-            log.warning("upstream %s broke off its response: %s", service, type(exc).__name__)
-            return
-        await send({"type": "http.response.body", "body": b""})
-    finally:
-        await response.aclose()
+        await send({"type": "http.response.body", "body": body})
+        return
+    await send(start)
+    try:
+        async for chunk in response.chunks():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except UpstreamError as exc:
+        # Headers are out: all we can do is cut the response short, which the client sees.
+        log.warning("upstream %s broke off its response: %s", service, exc)
+        return
+    await send({"type": "http.response.body", "body": b""})
