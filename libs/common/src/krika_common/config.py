@@ -19,6 +19,7 @@ class KrikaSettings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/krika"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    events_exchange: str = "krika.events"
     redis_url: str = "redis://127.0.0.1:6379/0"
     jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
     jwt_issuer: str = "krika-identity"
