@@ -39,6 +39,6 @@ async def test_worker_publishes_what_identity_committed(
             pending = await conn.scalar(
                 text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
             )
-        return pending == 0
+        return bool(pending == 0)
 
     await eventually(all_marked_published, what="outbox rows marked published")
