@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from redis.asyncio import Redis
 
 from gateway.config import RateLimit
 from krika_common.testing.plugin import free_port
@@ -98,3 +100,34 @@ async def test_redis_down_fails_open_with_a_warning(
     assert any("redis unavailable" in r.getMessage() for r in ratelimit_log)
     assert ready.status_code == 503
     assert ready.json()["checks"]["redis"].startswith("failing")
+
+
+async def test_concurrent_requests_are_counted_exactly(
+    start_gateway: StartGateway, upstreams: Upstreams, mint_token: Callable[..., str]
+) -> None:
+    # Concurrent checks share pipelined round trips; each must still count once.
+    limits = {"orders": RateLimit(per_user=10, per_ip=1000, window=60)}
+    headers = {"Authorization": f"Bearer {mint_token()}"}
+    async with start_gateway(rate_limits=limits) as client:
+        responses = await asyncio.gather(
+            *(client.get("/api/v1/orders", headers=headers) for _ in range(40))
+        )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 10 + [429] * 30
+    assert len(upstreams.hits) == 10
+
+
+async def test_limits_hold_after_redis_forgets_the_script(
+    start_gateway: StartGateway, mint_token: Callable[..., str], redis_client: Redis
+) -> None:
+    limits = {"orders": RateLimit(per_user=2, per_ip=1000, window=60)}
+    headers = {"Authorization": f"Bearer {mint_token()}"}
+    async with start_gateway(rate_limits=limits) as client:
+        assert (await client.get("/api/v1/orders", headers=headers)).status_code == 200
+        await redis_client.script_flush()
+        assert (await client.get("/api/v1/orders", headers=headers)).status_code == 200
+        await redis_client.script_flush()
+        burst = await asyncio.gather(
+            *(client.get("/api/v1/orders", headers=headers) for _ in range(5))
+        )
+    assert [r.status_code for r in burst] == [429] * 5
