@@ -68,6 +68,9 @@ class Settings(KrikaSettings):
     # Longest access-token lifetime identity issues: how long a suspension is remembered.
     access_token_max_ttl: int = 15 * 60
 
+    # Freeze startup objects and collect young garbage less often (see gateway.app._tune_gc).
+    tune_gc: bool = True
+
     # Merged API docs.
     docs_fetch_timeout: float = 2.0
     docs_cache_ttl: float = 30.0
