@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from gateway.app import create_app
 from gateway.config import RateLimit, Settings
+from krika_common.events import EventBus
 from krika_common.testing.jwt import TestKeys
 from krika_common.testing.plugin import free_port
 
@@ -75,6 +76,7 @@ def settings_factory(upstream_urls: dict[str, str], redis_url: str) -> Callable[
             "rate_limits": {},
             "jwks_refetch_cooldown": 0.0,
             "log_level": "WARNING",
+            "consume_events": False,
         }
         values.update(overrides)
         return Settings(**values)
@@ -91,8 +93,10 @@ def start_gateway(
     """Start a gateway (in uvicorn) with settings overrides; yields a client on it."""
 
     @contextlib.asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(settings_factory(**overrides))
+    async def start(
+        event_bus: EventBus | None = None, **overrides: Any
+    ) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(settings_factory(**overrides), event_bus=event_bus)
         async with (
             serve(app) as url,
             httpx.AsyncClient(base_url=url, timeout=30.0, trust_env=False) as client,

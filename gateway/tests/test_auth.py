@@ -17,6 +17,7 @@ import pytest
 from joserfc.jwk import RSAKey
 from redis.asyncio import Redis
 
+from gateway.ratelimit import suspend_user
 from krika_common.testing.jwt import TestKeys
 
 from .upstreams import Upstreams
@@ -220,17 +221,26 @@ async def test_suspended_user_is_refused(
     mint_token: Callable[..., str],
     redis_client: Redis,
 ) -> None:
-    from gateway.ratelimit import suspend_user
-
     suspended, other = uuid.uuid4(), uuid.uuid4()
-    await suspend_user(redis_client, str(suspended), ttl=60)
-    response = await client.get(
-        PRIVATE, headers={"Authorization": f"Bearer {mint_token(sub=suspended)}"}
-    )
+    before = mint_token(sub=suspended)
+    await suspend_user(redis_client, str(suspended), time.time(), ttl=60)
+    response = await client.get(PRIVATE, headers={"Authorization": f"Bearer {before}"})
     assert response.status_code == 403
     assert response.json()["error"] == "account_suspended"
     assert upstreams.hits == []
     response = await client.get(
         PRIVATE, headers={"Authorization": f"Bearer {mint_token(sub=other)}"}
+    )
+    assert response.status_code == 200
+
+
+async def test_token_issued_after_the_suspension_passes(
+    client: httpx.AsyncClient, mint_token: Callable[..., str], redis_client: Redis
+) -> None:
+    # Reinstated and signed in again: only tokens from before the suspension are refused.
+    user = uuid.uuid4()
+    await suspend_user(redis_client, str(user), time.time() - 120, ttl=600)
+    response = await client.get(
+        PRIVATE, headers={"Authorization": f"Bearer {mint_token(sub=user)}"}
     )
     assert response.status_code == 200

@@ -3,8 +3,9 @@
 Owns: routing to the services (ARCHITECTURE §3), the JWT check before forwarding (public
 routes are an exact list), the identity headers the services receive (`X-User-Id`,
 `X-User-Roles`), per-user and per-IP rate limits in Redis, the WebSocket proxy to chat and
-the merged API docs at `/api/docs`. No database. Events in: none yet (the suspension list it
-enforces is written by `gateway.ratelimit.suspend_user`). Events out: none.
+the merged API docs at `/api/docs`. No database.
+Events in: identity.user_suspended (refuses the user's current tokens; gateway.events).
+Events out: none.
 
 The proxy itself is a plain ASGI middleware (`gateway.proxy`); FastAPI serves only the
 gateway's own routes: /healthz, /readyz, /metrics, /api/docs, /api/openapi.json.
@@ -17,7 +18,6 @@ loopback peer; the gateway applies its `trusted_proxies` setting itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -30,8 +30,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from gateway.config import Settings
 from gateway.docs import ApiDocs
+from gateway.events import run_bus, subscribe_suspensions
 from gateway.proxy import Gateway, GatewayMiddleware
 from krika_common.errors import install_error_handlers
+from krika_common.events import EventBus
 from krika_common.telemetry import configure_logging, install_operations, setup_tracing
 
 log = logging.getLogger("gateway")
@@ -60,7 +62,8 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, gen1, gen2)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, event_bus: EventBus | None = None) -> FastAPI:
+    """`event_bus`: consume on this bus instead of one built from the settings (tests)."""
     settings = settings or Settings()
     configure_logging(settings.service_name, settings.log_level)
     gateway = Gateway(settings)
@@ -78,15 +81,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await gateway.jwks.refresh()
 
         app.state.readiness.update(redis=redis, jwks=jwks)
+        tasks = [asyncio.create_task(_refresh_jwks(gateway, settings.jwks_refresh_interval))]
+        bus = event_bus
+        if bus is None and settings.consume_events:
+            bus = EventBus(settings.amqp_url, service=settings.service_name)
+        if bus is not None:
+            subscribe_suspensions(bus, gateway.redis, settings.access_token_max_ttl)
+            tasks.append(asyncio.create_task(run_bus(bus)))
         if settings.tune_gc:
             _tune_gc()
-        refresher = asyncio.create_task(_refresh_jwks(gateway, settings.jwks_refresh_interval))
         try:
             yield
         finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if bus is not None:
+                await bus.close()
             await gateway.aclose()
 
     app = FastAPI(

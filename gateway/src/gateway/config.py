@@ -65,6 +65,8 @@ class Settings(KrikaSettings):
     # peer is the client.
     trusted_proxies: list[str] = Field(default_factory=list)
 
+    # Consume identity.user_suspended from the events exchange (gateway.events).
+    consume_events: bool = True
     # Longest access-token lifetime identity issues: how long a suspension is remembered.
     access_token_max_ttl: int = 15 * 60
 

@@ -110,6 +110,11 @@ def _bearer(value: bytes | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+def token_issued_at(principal: Principal) -> int | None:
+    iat = principal.claims.get("iat")
+    return int(iat) if isinstance(iat, int | float) else None
+
+
 def mint_traceparent() -> str:
     ids = os.urandom(24).hex()
     return f"00-{ids[:32]}-{ids[32:]}-01"
@@ -330,6 +335,7 @@ async def handle_http(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
 
     method: str = scope["method"]
     user_id: str | None = None
+    issued_at: int | None = None
     if not gw.public.allows(method, segments):
         try:
             principal = await gw.authenticate(authorization)
@@ -337,12 +343,15 @@ async def handle_http(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
             await send_error(send, exc.status, exc.code, exc.detail, _error_headers(exc))
             return
         user_id = str(principal.id)
+        issued_at = token_issued_at(principal)
         user_id_var.set(user_id)
         forward.append((b"x-user-id", user_id.encode()))
         forward.append((b"x-user-roles", ",".join(sorted(principal.roles)).encode()))
 
     client_ip, forwarded = gw.forwarded(scope, xff, xfp, host, xfh)
-    verdict = await gw.limiter.check(group.name, gw.rate_limit(group.name), client_ip, user_id)
+    verdict = await gw.limiter.check(
+        group.name, gw.rate_limit(group.name), client_ip, user_id, issued_at
+    )
     if verdict.suspended:
         await send_error(send, 403, "account_suspended", "This account is suspended")
         return

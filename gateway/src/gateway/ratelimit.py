@@ -32,7 +32,8 @@ SUSPENDED_PREFIX = "gw:suspended:"
 
 # KEYS: ip counter, user counter ("" when anonymous), suspension mark ("" when anonymous)
 # ARGV: window seconds, ip limit (0 = off), user limit (0 = off)
-# Returns {seconds until the IP may retry (0 = allowed), same for the user, suspended 0/1}.
+# Returns {seconds until the IP may retry (0 = allowed), same for the user, when the user was
+# suspended (epoch seconds; 0 = not suspended)}.
 _SCRIPT = """
 local window = tonumber(ARGV[1])
 local result = {0, 0, 0}
@@ -54,8 +55,8 @@ for i = 1, 2 do
     end
   end
 end
-if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
-  result[3] = 1
+if KEYS[3] ~= '' then
+  result[3] = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
 end
 return result
 """
@@ -100,7 +101,15 @@ class RateLimiter:
         self._busy = False
         self._drainer: asyncio.Task[None] | None = None
 
-    async def check(self, group: str, limit: RateLimit, ip: str, user_id: str | None) -> Verdict:
+    async def check(
+        self,
+        group: str,
+        limit: RateLimit,
+        ip: str,
+        user_id: str | None,
+        issued_at: int | None = None,
+    ) -> Verdict:
+        """`issued_at`: the token's `iat`; tokens issued up to a suspension are refused."""
         if self._skip_until and time.monotonic() < self._skip_until:
             return ALLOW
         ip_limit = limit.per_ip or 0
@@ -118,7 +127,7 @@ class RateLimiter:
             self._busy = True
             await self._send_batch()
         try:
-            ip_wait, user_wait, suspended = await future
+            ip_wait, user_wait, suspended_at = await future
         except (RedisError, OSError) as exc:
             self._skip_until = time.monotonic() + self._retry_after_failure
             log.warning(
@@ -128,7 +137,7 @@ class RateLimiter:
             )
             return ALLOW
         self._skip_until = 0.0
-        if suspended:
+        if suspended_at and (issued_at is None or issued_at <= int(suspended_at)):
             return Verdict(suspended=True)
         wait = max(int(ip_wait), int(user_wait))
         return Verdict(retry_after=wait) if wait else ALLOW
@@ -185,6 +194,18 @@ class RateLimiter:
         return results
 
 
-async def suspend_user(redis: Redis, user_id: str, ttl: int) -> None:
-    """Refuse the user's still-valid access tokens until they have all expired."""
-    await redis.set(f"{SUSPENDED_PREFIX}{user_id}", b"1", ex=ttl)
+async def suspend_user(redis: Redis, user_id: str, suspended_at: float, ttl: int) -> None:
+    """Refuse the user's access tokens issued up to `suspended_at` for `ttl` seconds (the
+    longest access-token lifetime: by then every such token has expired anyway)."""
+    key = f"{SUSPENDED_PREFIX}{user_id}"
+    # A later suspension wins over an older one delivered late (events may come twice or late).
+    await redis.eval(_SUSPEND, 1, key, int(suspended_at), ttl)
+
+
+_SUSPEND = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if tonumber(ARGV[1]) >= current then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 1
+"""

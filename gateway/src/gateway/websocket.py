@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
-from gateway.proxy import Gateway, mint_traceparent
+from gateway.proxy import Gateway, mint_traceparent, token_issued_at
 from krika_common.errors import ServiceError
 from krika_common.telemetry import trace_id_from_traceparent
 
@@ -68,7 +68,9 @@ async def handle_websocket(gw: Gateway, scope: Scope, receive: Receive, send: Se
         headers.get(b"host"),
         headers.get(b"x-forwarded-host"),
     )
-    verdict = await gw.limiter.check("ws", gw.rate_limit("ws"), client_ip, user_id)
+    verdict = await gw.limiter.check(
+        "ws", gw.rate_limit("ws"), client_ip, user_id, token_issued_at(principal)
+    )
     if verdict.suspended:
         await _close(send, POLICY_VIOLATION, "account_suspended")
         return
