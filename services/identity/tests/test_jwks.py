@@ -1,15 +1,13 @@
 from __future__ import annotations
 
-import time
-import uuid
 from pathlib import Path
 
 import httpx
 from factories import login, register
-from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from krika_common.auth import JWKSClient, TokenVerifier
+from krika_common.testing.jwt import TestKeys
 
 
 async def test_jwks_publishes_active_and_previous_keys(
@@ -43,20 +41,6 @@ async def test_token_signed_by_a_rotated_out_key_still_verifies(
     user = await register(client)
     previous = RSAKey.import_key(key_files[1].read_bytes())
     previous.ensure_kid()
-    now = int(time.time())
-    token = jwt.encode(
-        {"alg": "RS256", "kid": previous.kid},
-        {
-            "sub": user["id"],
-            "roles": ["customer"],
-            "iss": "krika-identity",
-            "aud": "krika",
-            "iat": now,
-            "exp": now + 60,
-            "jti": uuid.uuid4().hex,
-        },
-        previous,
-        algorithms=["RS256"],
-    )
+    token = TestKeys().mint(user["id"], key=previous)  # signed by the rotated-out key
     me = await client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
     assert me.status_code == 200

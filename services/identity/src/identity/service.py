@@ -57,9 +57,17 @@ def _check_password(password: str, email: str, full_name: str) -> None:
         raise WeakPassword(problem)
 
 
-async def _issue_one_time_token(
-    session: AsyncSession, idt: Identity, user: User, purpose: TokenPurpose, ttl: int
-) -> tuple[str, datetime]:
+async def _send_one_time_token(
+    session: AsyncSession, idt: Identity, user: User, purpose: TokenPurpose
+) -> None:
+    """Issue a fresh single-use token (voiding older ones) and have notify e-mail it."""
+    ttl, event = {
+        TokenPurpose.verify_email: (
+            idt.settings.email_verification_ttl,
+            EmailVerificationRequested,
+        ),
+        TokenPurpose.reset_password: (idt.settings.password_reset_ttl, PasswordResetRequested),
+    }[purpose]
     now = utcnow()
     await repository.spend_one_time_tokens(session, user.id, purpose, now)
     raw = idt.tokens.new()
@@ -72,16 +80,9 @@ async def _issue_one_time_token(
             expires_at=expires_at,
         )
     )
-    return raw, expires_at
-
-
-async def _request_email_verification(session: AsyncSession, idt: Identity, user: User) -> None:
-    raw, expires_at = await _issue_one_time_token(
-        session, idt, user, TokenPurpose.verify_email, idt.settings.email_verification_ttl
-    )
     await record_event(
         session,
-        EmailVerificationRequested(
+        event(
             user_id=user.id,
             email=user.email,
             full_name=user.full_name,
@@ -116,7 +117,7 @@ async def register(
         ),
         producer=PRODUCER,
     )
-    await _request_email_verification(session, idt, user)
+    await _send_one_time_token(session, idt, user, TokenPurpose.verify_email)
     return user
 
 
@@ -227,7 +228,7 @@ async def verify_email(session: AsyncSession, idt: Identity, raw: str) -> User:
 async def resend_verification(session: AsyncSession, idt: Identity, user_id: uuid.UUID) -> None:
     user = await active_user(session, user_id)
     if user.email_verified_at is None:
-        await _request_email_verification(session, idt, user)
+        await _send_one_time_token(session, idt, user, TokenPurpose.verify_email)
 
 
 async def forgot_password(session: AsyncSession, idt: Identity, email: str) -> None:
@@ -235,20 +236,7 @@ async def forgot_password(session: AsyncSession, idt: Identity, email: str) -> N
     user = await repository.get_user_by_email(session, email)
     if user is None or not user.is_active:
         return
-    raw, expires_at = await _issue_one_time_token(
-        session, idt, user, TokenPurpose.reset_password, idt.settings.password_reset_ttl
-    )
-    await record_event(
-        session,
-        PasswordResetRequested(
-            user_id=user.id,
-            email=user.email,
-            full_name=user.full_name,
-            token=raw,
-            expires_at=expires_at,
-        ),
-        producer=PRODUCER,
-    )
+    await _send_one_time_token(session, idt, user, TokenPurpose.reset_password)
 
 
 async def reset_password(session: AsyncSession, idt: Identity, raw: str, password: str) -> None:
