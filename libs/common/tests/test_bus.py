@@ -131,8 +131,9 @@ async def test_failed_handler_rolls_back_its_effect_and_inbox_row_then_retry_suc
     assert await inbox_count(sessionmaker) == 1
 
 
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 async def test_handler_that_keeps_failing_ends_in_the_dlq_after_max_attempts(
-    event_bus_factory: Callable[..., EventBus], amqp_url: str
+    event_bus_factory: Callable[..., EventBus], amqp_url: str, queue_type: str
 ) -> None:
     attempts: list[int] = []
 
@@ -140,7 +141,7 @@ async def test_handler_that_keeps_failing_ends_in_the_dlq_after_max_attempts(
         attempts.append(envelope.data["n"])
         raise ValueError("no such order")
 
-    bus = event_bus_factory(retry_delays=(0.05, 0.1))
+    bus = event_bus_factory(retry_delays=(0.05, 0.1), queue_type=queue_type)
     bus.subscribe("test.bus_ping", always_fails)
     await bus.connect()
     await bus.start()

@@ -20,6 +20,8 @@ class KrikaSettings(BaseSettings):
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/krika"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     events_exchange: str = "krika.events"
+    # "quorum" on a clustered production broker (see EventBus).
+    amqp_queue_type: Literal["classic", "quorum"] = "classic"
     redis_url: str = "redis://127.0.0.1:6379/0"
     jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
     jwt_issuer: str = "krika-identity"

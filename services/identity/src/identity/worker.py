@@ -30,7 +30,10 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, pool_size=2)
         setup_tracing(f"{settings.service_name}-worker", None, engine)
         bus = EventBus(
-            settings.amqp_url, service=settings.service_name, exchange=settings.events_exchange
+            settings.amqp_url,
+            service=settings.service_name,
+            exchange=settings.events_exchange,
+            queue_type=settings.amqp_queue_type,
         )
         relay = OutboxRelay(make_sessionmaker(engine), bus, service=settings.service_name)
         # Connecting retries while the broker is down; the relay starts once it answers.

@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import aio_pika
 import aiormq
@@ -103,6 +103,7 @@ class EventBus:
         prefetch: int = 32,
         retry_delays: Sequence[float] = (1, 5, 30, 120),
         queue_expires: float | None = None,
+        queue_type: Literal["classic", "quorum"] = "classic",
         connect_deadline: float | None = None,
         reconnect_interval: float = 2.0,
         publish_timeout: float = 10.0,
@@ -118,6 +119,9 @@ class EventBus:
         self.retry_queue_names = [f"{self.queue_name}.retry.{ms}" for ms in self.retry_delays_ms]
         # For tests: queues the broker deletes once unused for this long (seconds).
         self.queue_expires = queue_expires
+        # Quorum queues (replicated) for clustered production brokers. A queue's type is fixed
+        # at declaration: switching an existing queue means deleting and redeclaring it.
+        self.queue_type = queue_type
         self.connect_deadline = connect_deadline
         self.reconnect_interval = reconnect_interval
         self.publish_timeout = publish_timeout
@@ -266,6 +270,7 @@ class EventBus:
         self._handlers[event_type] = handler
 
     def _queue_arguments(self, **arguments: Any) -> dict[str, Any]:
+        arguments["x-queue-type"] = self.queue_type
         if self.queue_expires is not None:
             arguments["x-expires"] = max(1, round(self.queue_expires * 1000))
         return arguments
