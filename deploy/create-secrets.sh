@@ -52,3 +52,15 @@ exists identity_signing_key && echo "secret identity_signing_key: exists, kept" 
         | create identity_signing_key
 exists identity_token_pepper && echo "secret identity_token_pepper: exists, kept" \
     || openssl rand -base64 48 | tr -d '\n' | create identity_token_pepper
+
+# Grafana's admin password is for a person, and a Swarm secret cannot be read back: it is printed
+# once, when generated. Set GRAFANA_ADMIN_PASSWORD to choose it instead.
+if exists grafana_admin_password; then
+    echo "secret grafana_admin_password: exists, kept"
+elif [ -n "${GRAFANA_ADMIN_PASSWORD:-}" ]; then
+    printf '%s' "$GRAFANA_ADMIN_PASSWORD" | create grafana_admin_password
+else
+    grafana_password=$(openssl rand -hex 16)
+    printf '%s' "$grafana_password" | create grafana_admin_password
+    echo "Grafana login: admin / $grafana_password (store it now; it cannot be read back)"
+fi
