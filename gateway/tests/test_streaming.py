@@ -77,3 +77,50 @@ async def test_large_download_streams_to_the_client(
             size += len(chunk)
     assert size == blocks * MIB
     assert digest.hexdigest() == expected
+
+
+async def test_client_leaving_mid_upload_does_not_break_the_gateway(
+    client: httpx.AsyncClient, mint_token: Callable[..., str]
+) -> None:
+    url = client.base_url
+    assert url.host
+    assert url.port
+    _reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        (
+            "POST /api/v1/orders/upload HTTP/1.1\r\n"
+            f"Host: {url.host}\r\nAuthorization: Bearer {mint_token()}\r\n"
+            f"Content-Length: {10 * MIB}\r\n\r\n"
+        ).encode()
+        + b"x" * MIB
+    )
+    await writer.drain()
+    writer.close()  # gone with 9 MiB unsent
+    # The gateway goes on serving.
+    response = await client.post(
+        "/api/v1/orders/upload", content=b"abc", headers={"Authorization": f"Bearer {mint_token()}"}
+    )
+    assert response.json() == {"bytes": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}
+
+
+async def test_chunked_request_with_content_length_is_refused(
+    client: httpx.AsyncClient, upstreams: Upstreams, mint_token: Callable[..., str]
+) -> None:
+    """Both framings at once (request smuggling): never forwarded."""
+    url = client.base_url
+    assert url.host
+    assert url.port
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        (
+            "POST /api/v1/orders/x HTTP/1.1\r\n"
+            f"Host: {url.host}\r\nAuthorization: Bearer {mint_token()}\r\n"
+            "Content-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            "5\r\nhello\r\n0\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    status = int((await reader.readline()).split()[1])
+    writer.close()
+    assert status == 400
+    assert upstreams.hits == []

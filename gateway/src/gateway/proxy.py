@@ -332,6 +332,11 @@ async def handle_http(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         listed = {t.strip().lower() for t in connection.split(b",")} - {b"close", b"keep-alive"}
         if listed:
             forward = [(n, v) for n, v in forward if n not in listed]
+    if chunked and content_length is not None:
+        # Both framings (a smuggling attempt): the server decoded the chunked body, so its
+        # Content-Length must not reach the upstream.
+        content_length = None
+        forward = [(n, v) for n, v in forward if n != b"content-length"]
 
     method: str = scope["method"]
     user_id: str | None = None
@@ -391,20 +396,26 @@ async def handle_http(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         response = await gw.upstream.send(method, gw.origin(service), target, forward, content)
     except ClientGone:
         return
-    except UpstreamTimeout as exc:
-        log.warning("upstream %s timed out: %s", service, exc)
-        await send_error(
-            send, 504, "upstream_timeout", f"The {service} service did not answer in time"
-        )
-        return
     except UpstreamError as exc:
-        log.warning("upstream %s unavailable: %s", service, exc)
-        await send_error(send, 502, "upstream_unavailable", f"The {service} service is unavailable")
+        if _client_left(exc):  # the client hung up mid-upload; nobody to answer
+            return
+        await _upstream_failed(send, service, exc)
         return
     try:
         await _relay_response(response, send, service)
     finally:
         await response.aclose()
+
+
+def _client_left(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):  # the HTTP client wraps what our body iterator raised
+        if seen is None:
+            return False
+        if isinstance(seen, ClientGone) or any(isinstance(a, ClientGone) for a in seen.args):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def _upstream_failed(send: Send, service: str, exc: UpstreamError) -> None:
@@ -447,15 +458,8 @@ async def _relay_response(response: UpstreamResponse, send: Send, service: str) 
         # Small and of known size: one body message instead of a streamed series.
         try:
             body = await response.read()
-        except UpstreamTimeout:
-            await send_error(
-                send, 504, "upstream_timeout", f"The {service} service did not answer in time"
-            )
-            return
-        except UpstreamError:
-            await send_error(
-                send, 502, "upstream_unavailable", f"The {service} service is unavailable"
-            )
+        except UpstreamError as exc:
+            await _upstream_failed(send, service, exc)
             return
         await send(start)
         await send({"type": "http.response.body", "body": body})
