@@ -8,8 +8,10 @@ Starts, on free loopback ports:
 - nginx as a plain reverse proxy in front of it (one worker, keepalive upstream pool), when
   an `nginx` binary is installed - otherwise that leg is skipped with a message;
 - the gateway (`uvicorn gateway.app:create_app --factory`, one worker, as in production:
-  JWT verification, Redis rate limits on with limits too high to trigger, JSON access log
-  at INFO to /dev/null).
+  JWT verification, Redis rate limits on with limits too high to trigger, JSON logs at INFO
+  to /dev/null), three times: as configured by default (`gateway`), without the access line
+  per request (`gateway-nolog`), and forwarding with httpx instead of aiohttp
+  (`gateway-httpx`, skipped with --no-httpx).
 
 Each leg is measured at 1 connection (latency) and at N connections (throughput) with wrk
 when installed, else with the asyncio load generator below run in its own process. Prints
@@ -348,8 +350,10 @@ def bench(
         else:
             print("nginx not installed: skipping the nginx leg", file=sys.stderr)
 
-        clients = ["aiohttp", "httpx"] if httpx_leg else ["aiohttp"]
-        for client in clients:
+        variants = [("gateway", "aiohttp", True), ("gateway-nolog", "aiohttp", False)]
+        if httpx_leg:
+            variants.append(("gateway-httpx", "httpx", True))
+        for name, client, access_log in variants:
             port = free_port()
             env = {
                 "GATEWAY_ORDERS_URL": upstream,
@@ -360,14 +364,16 @@ def bench(
                     {"per_user": 10**9, "per_ip": 10**9, "window": 60}
                 ),
                 "GATEWAY_UPSTREAM_CLIENT": client,
-                # As in production: JSON access log at INFO (to /dev/null here).
+                "GATEWAY_CONSUME_EVENTS": "false",
+                # As in production: JSON logs at INFO (to /dev/null here), and the access
+                # line per request unless this leg measures the gateway without it.
                 "GATEWAY_LOG_LEVEL": "INFO",
+                "GATEWAY_ACCESS_LOG": str(access_log).lower(),
             }
             command = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory"]
             command += ["--host", "127.0.0.1", "--port", str(port), "--no-proxy-headers"]
             command += ["--no-access-log", "--log-level", "warning"]
             stack.enter_context(process(command, env))
-            name = "gateway" if client == "aiohttp" else "gateway-httpx"
             legs.append((name, f"http://127.0.0.1:{port}/api/v1{ECHO_PATH}", auth))
 
         for _, url, headers in legs:
@@ -417,7 +423,7 @@ def table(results: list[Result], connections: int) -> str:
         )
     lines.append("")
     nginx_t, direct_1 = by.get(("nginx", connections)), by.get(("direct", 1))
-    for leg in ("gateway", "gateway-httpx"):
+    for leg in ("gateway", "gateway-nolog", "gateway-httpx"):
         busy, single = by.get((leg, connections)), by.get((leg, 1))
         if busy and nginx_t:
             lines.append(
@@ -432,7 +438,7 @@ def table(results: list[Result], connections: int) -> str:
     return "\n".join(lines)
 
 
-_LEG_ORDER = ["direct", "nginx", "gateway", "gateway-httpx"]
+_LEG_ORDER = ["direct", "nginx", "gateway", "gateway-nolog", "gateway-httpx"]
 
 
 def main() -> None:

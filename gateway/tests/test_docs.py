@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -139,3 +141,28 @@ async def test_gateway_routes_need_no_token(client: httpx.AsyncClient) -> None:
     missing = await client.get("/nothing-here")
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
+
+
+async def test_access_log_can_be_switched_off(
+    start_gateway: StartGateway, mint_token: Callable[..., str]
+) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    logger = logging.getLogger("gateway.access")
+    logger.addHandler(handler)
+    try:
+        headers = {"Authorization": f"Bearer {mint_token()}"}
+        async with start_gateway(log_level="INFO") as client:
+            await client.get("/api/v1/orders", headers=headers)
+        assert [r.getMessage() for r in records] == ["GET /api/v1/orders/* 200"]
+        records.clear()
+        async with start_gateway(log_level="INFO", access_log=False) as client:
+            await client.get("/api/v1/orders", headers=headers)
+        assert records == []
+    finally:
+        logger.removeHandler(handler)

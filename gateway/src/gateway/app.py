@@ -113,6 +113,8 @@ def create_app(settings: Settings | None = None, event_bus: EventBus | None = No
     # Added before the operations middleware so request ids and metrics wrap the proxy too.
     app.add_middleware(GatewayMiddleware, gateway=gateway)
     install_operations(app, settings.service_name)
+    access = logging.getLogger(f"{settings.service_name}.access")
+    access.setLevel(logging.NOTSET if settings.access_log else logging.WARNING)
     setup_tracing(settings.service_name, app)
 
     @app.get("/api/openapi.json", include_in_schema=False)

@@ -70,6 +70,10 @@ class Settings(KrikaSettings):
     # Longest access-token lifetime identity issues: how long a suspension is remembered.
     access_token_max_ttl: int = 15 * 60
 
+    # The JSON access line per request (krika_common.telemetry). About a quarter of the
+    # gateway's CPU per proxied request (bench/README.md): off where the load balancer logs.
+    access_log: bool = True
+
     # Freeze startup objects and collect young garbage less often (see gateway.app._tune_gc).
     tune_gc: bool = True
 
