@@ -352,3 +352,18 @@ async def test_metrics_label_proxied_calls_by_route_group(
     metrics = (await client.get("/metrics")).text
     assert 'route="/api/v1/orders/*"' in metrics
     assert "/api/v1/orders/123" not in metrics
+
+
+def test_with_tracing_on_upstreams_get_the_gateways_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from gateway import proxy
+
+    incoming = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert proxy.outgoing_traceparent(incoming) == incoming  # tracing off: passed through
+    monkeypatch.setattr(proxy, "tracing_enabled", lambda: True)
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("gateway request") as span:
+        context = span.get_span_context()
+        outgoing = proxy.outgoing_traceparent(incoming).decode()
+    assert outgoing.startswith(f"00-{context.trace_id:032x}-{context.span_id:016x}-")

@@ -34,7 +34,12 @@ from gateway.upstream import (
 )
 from krika_common.auth import JWKSClient, Principal, TokenVerifier
 from krika_common.errors import ServiceError, Unauthorized
-from krika_common.telemetry import trace_id_from_traceparent, trace_id_var, user_id_var
+from krika_common.telemetry import (
+    trace_id_from_traceparent,
+    trace_id_var,
+    tracing_enabled,
+    user_id_var,
+)
 
 log = logging.getLogger("gateway.proxy")
 
@@ -113,6 +118,23 @@ def _bearer(value: bytes | None) -> str | None:
 def token_issued_at(principal: Principal) -> int | None:
     iat = principal.claims.get("iat")
     return int(iat) if isinstance(iat, int | float) else None
+
+
+def outgoing_traceparent(incoming: bytes | None) -> bytes:
+    """The traceparent for the upstream: the gateway's own span when tracing is on (so the
+    services' spans hang under it), else the client's when well-formed, else a new trace."""
+    if tracing_enabled():
+        from opentelemetry import propagate
+
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        if "traceparent" in carrier:
+            return carrier["traceparent"].encode()
+    if incoming is not None and trace_id_from_traceparent(incoming.decode("latin-1")):
+        return incoming
+    minted = mint_traceparent()
+    trace_id_var.set(minted[3:35])
+    return minted.encode()
 
 
 def mint_traceparent() -> str:
@@ -372,11 +394,7 @@ async def handle_http(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
 
     forward.extend(forwarded)
     forward.append((b"x-request-id", scope["state"]["request_id"].encode()))
-    if traceparent is None or trace_id_from_traceparent(traceparent.decode("latin-1")) is None:
-        minted = mint_traceparent()
-        trace_id_var.set(minted[3:35])
-        traceparent = minted.encode()
-    forward.append((b"traceparent", traceparent))
+    forward.append((b"traceparent", outgoing_traceparent(traceparent)))
 
     target = raw_path[len(b"/api/v1") :]
     query: bytes = scope.get("query_string", b"")
