@@ -903,6 +903,10 @@ def plan_processes(apps: list[App]) -> list[Proc]:
         url = f"http://127.0.0.1:{app.port}/healthz"
         argv = _uvicorn(f"{app.name}.app:create_app", app.port)
         wave = 1 if app.name == "gateway" else 0
+        if app.name == "gateway":
+            # The gateway judges X-Forwarded-For itself (GATEWAY_TRUSTED_PROXIES); uvicorn's
+            # own handling would believe any loopback client.
+            argv.append("--no-proxy-headers")
         plan.append(Proc(app.name, argv, Endpoint(app.name, url, True), wave))
         if app.worker:
             name = f"{app.name}-worker"
