@@ -20,26 +20,24 @@ class UserRegistered(EventData):
     roles: list[str]
 
 
-class EmailVerificationRequested(EventData):
+class _OneTimeLinkRequested(EventData):
+    """Notify e-mails the user a link carrying `token` (single use, valid until `expires_at`)."""
+
+    user_id: uuid.UUID
+    email: str
+    full_name: str
+    token: str
+    expires_at: datetime
+
+
+class EmailVerificationRequested(_OneTimeLinkRequested):
     event_type = "identity.email_verification_requested"
     event_version = 1
 
-    user_id: uuid.UUID
-    email: str
-    full_name: str
-    token: str
-    expires_at: datetime
 
-
-class PasswordResetRequested(EventData):
+class PasswordResetRequested(_OneTimeLinkRequested):
     event_type = "identity.password_reset_requested"
     event_version = 1
-
-    user_id: uuid.UUID
-    email: str
-    full_name: str
-    token: str
-    expires_at: datetime
 
 
 class UserSuspended(EventData):
