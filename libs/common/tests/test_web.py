@@ -80,8 +80,11 @@ async def test_metrics_are_labelled_by_route_template(client: httpx.AsyncClient)
     for order_id in (1, 2, 3):
         await client.get(f"/orders/{order_id}")
     assert REGISTRY.get_sample_value("http_requests_total", labels) == before + 3
+    await client.request("BREW", "/orders/1")  # arbitrary methods must not mint series
     text = (await client.get("/metrics")).text
     assert 'route="/orders/1"' not in text
+    assert 'method="BREW"' not in text
+    assert 'method="OTHER"' in text
     assert "http_request_duration_seconds_bucket" in text
 
 

@@ -43,6 +43,7 @@ HTTP_DURATION = Histogram(
 )
 HTTP_IN_FLIGHT = Gauge("http_requests_in_flight", "HTTP requests being served", ["service"])
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -148,6 +149,9 @@ class ObservabilityMiddleware:
         self.service = service
         self.log = logging.getLogger(f"{service}.access")
         self.in_flight = HTTP_IN_FLIGHT.labels(service)
+        # Labelled children cached per (method, route, status): `labels()` costs more than the
+        # increment itself. Bounded: methods are normalised, routes are templates.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -181,10 +185,16 @@ class ObservabilityMiddleware:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
             template = getattr(route, "path", None) or scope.get("krika.route") or "<unmatched>"
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             if template not in ("/metrics", "/healthz", "/readyz"):
-                HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
-                HTTP_DURATION.labels(self.service, method, template).observe(elapsed)
+                series = self._series.get((method, template, status))
+                if series is None:
+                    series = self._series[(method, template, status)] = (
+                        HTTP_REQUESTS.labels(self.service, method, template, str(status)),
+                        HTTP_DURATION.labels(self.service, method, template),
+                    )
+                series[0].inc()
+                series[1].observe(elapsed)
                 if self.log.isEnabledFor(logging.INFO):
                     self.log.info(
                         "%s %s %s",
