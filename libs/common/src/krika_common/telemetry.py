@@ -90,7 +90,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("uvicorn.access", "aiormq", "aio_pika"):
+    for noisy in ("uvicorn.access", "aiormq", "aio_pika", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("uvicorn").handlers[:] = []
     logging.getLogger("uvicorn.error").handlers[:] = []
