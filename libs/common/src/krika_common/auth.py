@@ -43,9 +43,6 @@ class Principal:
     expires_at: int
     claims: dict[str, Any] = field(repr=False, compare=False)
 
-    def has_role(self, role: str) -> bool:
-        return role in self.roles
-
 
 class KeySource(Protocol):
     async def find(self, kid: str) -> Key | None: ...

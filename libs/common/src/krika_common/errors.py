@@ -78,12 +78,6 @@ class TooManyRequests(ServiceError):
         self.retry_after = max(1, retry_after)
 
 
-class Unavailable(ServiceError):
-    status = 503
-    code = "unavailable"
-    message = "Temporarily unavailable"
-
-
 def responses(*errors: type[ServiceError]) -> dict[int | str, dict[str, Any]]:
     """Merge OpenAPI docs of several errors (same status: descriptions joined)."""
     out: dict[int | str, dict[str, Any]] = {}
