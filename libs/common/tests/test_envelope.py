@@ -15,6 +15,8 @@ from krika_common.events import (
     PasswordResetRequested,
     UnknownEvent,
     UserRegistered,
+    UserReinstated,
+    UserRolesChanged,
     UserSuspended,
     event_model,
     parse_event,
@@ -42,14 +44,16 @@ def test_identity_event_survives_the_wire_and_parses_back_into_its_model() -> No
 
 
 def test_every_identity_event_is_registered_under_its_type_and_version() -> None:
-    expected: dict[str, type[EventData]] = {
-        "identity.user_registered": UserRegistered,
-        "identity.email_verification_requested": EmailVerificationRequested,
-        "identity.password_reset_requested": PasswordResetRequested,
-        "identity.user_suspended": UserSuspended,
+    expected: dict[tuple[str, int], type[EventData]] = {
+        ("identity.user_registered", 1): UserRegistered,
+        ("identity.email_verification_requested", 2): EmailVerificationRequested,
+        ("identity.password_reset_requested", 2): PasswordResetRequested,
+        ("identity.user_suspended", 1): UserSuspended,
+        ("identity.user_reinstated", 1): UserReinstated,
+        ("identity.user_roles_changed", 1): UserRolesChanged,
     }
-    for event_type, model in expected.items():
-        assert event_model(event_type, 1) is model
+    for (event_type, version), model in expected.items():
+        assert event_model(event_type, version) is model
 
 
 def test_consumer_ignores_fields_it_does_not_know() -> None:

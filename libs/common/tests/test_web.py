@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Annotated
+
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Query, Request
 from prometheus_client import REGISTRY
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import Field, ValidationError
 
 from krika_common.config import DEV_PLACEHOLDER, KrikaSettings
-from krika_common.errors import Conflict, install_error_handlers
-from krika_common.telemetry import install_operations
+from krika_common.edge import client_ip
+from krika_common.errors import Conflict, responses
+from krika_common.schemas import Input, Line
+from krika_common.testing.plugin import serving
+from krika_common.web import install_http
+
+EDGE = "edge-secret-for-tests"
 
 
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Body(Input):
     amount: int
+    note: str = ""
+    tags: list[str] = Field(default_factory=list)
 
 
 class OrderInWrongState(Conflict):
@@ -24,10 +33,8 @@ class OrderInWrongState(Conflict):
 
 def make_app() -> FastAPI:
     app = FastAPI()
-    install_error_handlers(app)
-    install_operations(app, "testsvc")
 
-    @app.get("/orders/{order_id}")
+    @app.get("/orders/{order_id}", responses=responses(OrderInWrongState))
     async def get_order(order_id: int) -> dict[str, int]:
         if order_id == 9:
             raise OrderInWrongState("Order 9 is already completed")
@@ -37,6 +44,19 @@ def make_app() -> FastAPI:
     async def place(body: Body) -> Body:
         return body
 
+    @app.get("/search")
+    async def search(q: Annotated[Line, Query(max_length=50)]) -> dict[str, str]:
+        return {"q": q}
+
+    @app.get("/whoami")
+    async def whoami(request: Request) -> dict[str, str]:
+        return {"ip": client_ip(request)}
+
+    @app.get("/boom")
+    async def boom() -> dict[str, str]:
+        raise RuntimeError("secret-ish internals")
+
+    install_http(app, KrikaSettings(service_name="testsvc", edge_secret=EDGE))
     return app
 
 
@@ -66,12 +86,83 @@ async def test_validation_errors_share_the_shape(client: httpx.AsyncClient) -> N
     assert missing.json()["error"] == "not_found"
 
 
-async def test_request_id_is_echoed_or_minted(client: httpx.AsyncClient) -> None:
-    given = await client.get("/orders/1", headers={"X-Request-ID": "abc-123"})
+async def test_request_id_is_believed_only_from_the_gateway(client: httpx.AsyncClient) -> None:
+    direct = await client.get("/orders/1", headers={"X-Request-ID": "abc-123"})
+    assert direct.headers["x-request-id"] != "abc-123"
+    assert len(direct.headers["x-request-id"]) == 32
+    via_gateway = {"X-Request-ID": "abc-123", "X-Krika-Edge": EDGE}
+    given = await client.get("/orders/1", headers=via_gateway)
     assert given.headers["x-request-id"] == "abc-123"
-    hostile = await client.get("/orders/1", headers={"X-Request-ID": "bad id\twith junk"})
+    wrong_secret = await client.get(
+        "/orders/1", headers={"X-Request-ID": "abc-123", "X-Krika-Edge": "guess"}
+    )
+    assert wrong_secret.headers["x-request-id"] != "abc-123"
+    hostile = await client.get(
+        "/orders/1", headers={"X-Request-ID": "bad id\twith junk", "X-Krika-Edge": EDGE}
+    )
     assert hostile.headers["x-request-id"] != "bad id\twith junk"
     assert len(hostile.headers["x-request-id"]) == 32
+
+
+async def test_client_ip_comes_from_the_gateway_only(client: httpx.AsyncClient) -> None:
+    spoof = {"X-Forwarded-For": "9.9.9.9", "X-Krika-Client-IP": "9.9.9.9"}
+    direct = await client.get("/whoami", headers=spoof)
+    assert direct.json()["ip"] == "127.0.0.1"  # ASGITransport's peer
+    gateway = await client.get(
+        "/whoami", headers={"X-Krika-Client-IP": "203.0.113.7", "X-Krika-Edge": EDGE}
+    )
+    assert gateway.json()["ip"] == "203.0.113.7"
+    junk = await client.get("/whoami", headers={"X-Krika-Client-IP": "x", "X-Krika-Edge": EDGE})
+    assert junk.json()["ip"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("bad", ["A\u0000B", "bell\u0007", "esc\u001b[31m", "del\u007f"])
+async def test_control_characters_are_refused_in_every_string(
+    client: httpx.AsyncClient, bad: str
+) -> None:
+    for body in ({"amount": 1, "note": bad}, {"amount": 1, "tags": ["ok", bad]}):
+        response = await client.post("/orders", json=body)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "validation_error"
+        assert response.json()["detail"][0]["type"] == "control_characters"
+    query = await client.get("/search", params={"q": bad})
+    assert query.status_code == 422
+    assert query.json()["detail"][0]["type"] == "control_characters"
+
+
+async def test_text_keeps_its_line_breaks_but_a_line_does_not(client: httpx.AsyncClient) -> None:
+    ok = await client.post("/orders", json={"amount": 1, "note": "line one\n\tline two\r\n"})
+    assert ok.status_code == 200
+    assert (await client.get("/search", params={"q": "a\nb"})).status_code == 422
+
+
+async def test_a_huge_invalid_body_gets_a_bounded_answer(client: httpx.AsyncClient) -> None:
+    response = await client.post("/orders", json={"amount": 1, "tags": [1] * 50_000})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert len(detail) == 21
+    assert detail[-1] == {"loc": [], "msg": "and 49980 more problems", "type": "truncated"}
+    assert len(response.content) < 5_000
+
+
+async def test_an_unhandled_error_is_a_json_500_and_the_connection_lives_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serving(make_app()) as url, httpx.AsyncClient(base_url=url) as client:
+        with caplog.at_level(logging.ERROR):
+            response = await client.get("/boom")
+        assert response.status_code == 500
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == {"error": "internal_error", "detail": "Internal server error"}
+        assert "connection" not in response.headers  # uvicorn keeps it open: no close
+        assert any("unhandled error in GET /boom" in r.getMessage() for r in caplog.records)
+        assert (await client.get("/orders/1")).status_code == 200
+
+
+async def test_no_redirect_to_the_internal_address(client: httpx.AsyncClient) -> None:
+    response = await client.get("/orders/1/")
+    assert response.status_code == 404
+    assert "location" not in response.headers
 
 
 async def test_metrics_are_labelled_by_route_template(client: httpx.AsyncClient) -> None:

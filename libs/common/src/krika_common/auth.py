@@ -1,6 +1,8 @@
-"""JWT verification (joserfc) against a JWKS, and the `CurrentUser` / `RequireRole` dependencies.
+"""JWT verification (joserfc) against a JWKS, and the `CurrentUser` / `require_role` dependencies.
 
-Every service verifies the access token again with this helper, even behind the gateway.
+Every service verifies the access token again with this helper, even behind the gateway, and
+(when the app has `state.access_marks`) checks it against the user's access mark
+(krika_common.access): a suspension or a role change counts at once, not at the next refresh.
 """
 
 from __future__ import annotations
@@ -14,11 +16,18 @@ from typing import Annotated, Any, Protocol
 
 import httpx
 from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
 from joserfc import jws, jwt
 from joserfc.errors import ExpiredTokenError, JoseError
 from joserfc.jwk import Key, KeySet
 
-from krika_common.errors import Forbidden, Unauthorized
+from krika_common.access import (
+    AccessCheckUnavailable,
+    AccessMarks,
+    AccountSuspended,
+    TokenRevoked,
+)
+from krika_common.errors import BadRequest, Forbidden, Unauthorized, raises
 
 ALLOWED_ALGORITHMS = ("RS256",)
 
@@ -33,6 +42,11 @@ class TokenExpired(Unauthorized):
     message = "The access token has expired"
 
 
+class AmbiguousCredentials(BadRequest):
+    code = "ambiguous_credentials"
+    message = "Send one Authorization header, not several"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling, as the verified access token says."""
@@ -42,6 +56,8 @@ class Principal:
     token_id: str
     expires_at: int
     claims: dict[str, Any] = field(repr=False, compare=False)
+    # identity's per-user counter (`ver` claim), bumped when access changes; 0 when absent.
+    token_version: int = 0
 
 
 class KeySource(Protocol):
@@ -152,45 +168,78 @@ class TokenVerifier:
             raise InvalidToken("Invalid subject") from exc
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise InvalidToken("Invalid roles claim")
+        version = claims.get("ver", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise InvalidToken("Invalid version claim")
         return Principal(
             id=user_id,
             roles=frozenset(roles),
             token_id=str(claims["jti"]),
             expires_at=int(claims["exp"]),
             claims=dict(claims),
+            token_version=version,
         )
 
 
+def parse_bearer(value: bytes | str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value, or None."""
+    if not value:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    scheme, _, token = text.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+    """The request's bearer token; more than one Authorization header is refused (400): a proxy
+    and a service could otherwise each read a different one."""
+    found = [value for name, value in request.scope["headers"] if name == b"authorization"]
+    if len(found) > 1:
+        raise AmbiguousCredentials()
+    return parse_bearer(found[0]) if found else None
 
 
-async def current_user(request: Request) -> Principal:
+# Only for OpenAPI (securitySchemes and each protected operation's `security`); the header is
+# read by `bearer_token`, which refuses duplicates.
+bearer_scheme = HTTPBearer(scheme_name="bearerAuth", bearerFormat="JWT", auto_error=False)
+
+
+def _marks(request: Request) -> AccessMarks | None:
+    marks: AccessMarks | None = getattr(request.app.state, "access_marks", None)
+    return marks
+
+
+@raises(AmbiguousCredentials, Unauthorized, InvalidToken, TokenExpired, TokenRevoked)
+@raises(AccountSuspended)
+async def current_user(request: Request, _: Annotated[object, Depends(bearer_scheme)]) -> Principal:
     token = bearer_token(request)
     if token is None:
         raise Unauthorized("Missing bearer token")
     verifier: TokenVerifier = request.app.state.token_verifier
-    return await verifier.verify(token)
+    principal = await verifier.verify(token)
+    if (marks := _marks(request)) is not None:
+        await marks.check(principal, fail_closed=False)
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
-def require_role(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
+def require_role(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """Dependency factory: the caller must hold at least one of `roles`.
 
     Declare once per service: `Admin = Annotated[Principal, Depends(require_role("admin"))]`.
+    The token's roles are re-checked against the access mark, failing closed (503) when it
+    cannot be read. identity, which owns the truth, checks its database instead.
     """
 
-    async def check(user: CurrentUser) -> Principal:
+    @raises(Forbidden, AccessCheckUnavailable)
+    async def check(request: Request, user: CurrentUser) -> Principal:
         if not user.roles.intersection(roles):
             raise Forbidden(f"Requires role: {' or '.join(roles)}")
+        if (marks := _marks(request)) is not None:
+            await marks.check(user, fail_closed=True)
         return user
 
     return check

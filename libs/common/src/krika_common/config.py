@@ -4,10 +4,46 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_PLACEHOLDER = "dev-insecure-change-me"
+MIB = 1024 * 1024
+
+
+class HttpLimits(BaseModel):
+    """What one HTTP server process accepts (`krika_common.server`). Env: `<P>HTTP` as JSON.
+
+    The defaults suit a JSON API behind the gateway: a request's head (request line plus
+    headers) fits in 16 KiB, as in nginx's and Node's defaults; bodies are JSON of at most
+    1 MiB, except where `body_limits` names a bigger one for a path prefix (uploads).
+    """
+
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=10)
+    # From the connection (or the first byte of a request) to the end of its headers.
+    header_timeout: float = Field(default=10.0, gt=0)
+    # A body in flight must bring at least `body_min_rate` bytes/s over each `body_window`
+    # seconds (or end), unless the application itself is not reading: slow-body clients go.
+    body_window: float = Field(default=10.0, gt=0)
+    body_min_rate: int = Field(default=1024, ge=1)
+    max_body_bytes: int = Field(default=1 * MIB, ge=1)
+    # Path prefix (as the service sees it, e.g. "/kyc/submissions") -> bigger body limit.
+    body_limits: dict[str, int] = Field(default_factory=dict)
+    # Idle keep-alive connections are closed after this long (uvicorn's timeout_keep_alive).
+    keepalive_timeout: int = Field(default=5, ge=1)
+    # Requests being served at once; the next one is answered 503 `overloaded` at once.
+    max_concurrency: int = Field(default=256, ge=1)
+    # Open connections; the next one is closed at once.
+    max_connections: int = Field(default=2048, ge=1)
+    # Largest WebSocket message accepted.
+    ws_max_message: int = Field(default=1 * MIB, ge=1024)
+
+    def body_limit(self, path: str) -> int:
+        for prefix, limit in self.body_limits.items():
+            if path.startswith(prefix):
+                return limit
+        return self.max_body_bytes
 
 
 class KrikaSettings(BaseSettings):
@@ -17,6 +53,10 @@ class KrikaSettings(BaseSettings):
 
     service_name: str = "krika"
     environment: Literal["development", "test", "production"] = "development"
+    # Where `python -m <service>` listens (the worker has its own `worker_port`).
+    host: str = "127.0.0.1"
+    port: int = 8000
+    http: HttpLimits = Field(default_factory=HttpLimits)
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/krika"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     events_exchange: str = "krika.events"
@@ -26,12 +66,24 @@ class KrikaSettings(BaseSettings):
     jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
     jwt_issuer: str = "krika-identity"
     jwt_audience: str = "krika"
+    # The longest access-token lifetime identity issues: how long an access mark lives.
+    access_token_max_ttl: int = 15 * 60
+    # Shared by the gateway and the services: the gateway sends it on every proxied request
+    # (`X-Krika-Edge`), and only a request carrying it may tell a service the client's IP,
+    # request id and trace (see krika_common.edge).
+    edge_secret: str = DEV_PLACEHOLDER
     log_level: str = "INFO"
     db_pool_size: int = 10
+    # Published outbox rows and handled inbox rows are deleted after this many days.
+    outbox_retention_days: float = Field(default=7.0, gt=0)
+    inbox_retention_days: float = Field(default=30.0, gt=0)
 
     def secret_fields(self) -> dict[str, str]:
-        """Secrets that must not keep their development default outside development."""
-        return {}
+        """Secrets that must not keep their development default outside development.
+
+        A service adds its own: `return super().secret_fields() | {"pepper": self.pepper}`.
+        """
+        return {"edge_secret": self.edge_secret}
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> KrikaSettings:

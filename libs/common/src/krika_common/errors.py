@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, TypeVar, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+# A 422 lists at most this many problems (a huge invalid body must not make a huger answer).
+MAX_VALIDATION_ERRORS = 20
 
 
 class ErrorBody(BaseModel):
     error: str
     detail: Any = None
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
 
 
 class ServiceError(Exception):
@@ -26,15 +36,37 @@ class ServiceError(Exception):
     # the request's session then commits before the error is rendered.
     keeps_changes: ClassVar[bool] = False
 
-    def __init__(self, detail: Any = None, *, headers: dict[str, str] | None = None) -> None:
-        self.detail = detail if detail is not None else self.message
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        self.detail: Any = detail if detail is not None else self.message
         self.headers = headers
         super().__init__(str(self.detail))
+
+    # What `detail` holds, for OpenAPI.
+    detail_type: ClassVar[Any] = str
+
+    @classmethod
+    def body_model(cls) -> type[BaseModel]:
+        """The body of this error as OpenAPI shows it: `error` is the literal code."""
+        model = _BODY_MODELS.get(cls)
+        if model is None:
+            model = create_model(
+                cls.__name__,
+                __doc__=f"`{cls.code}`: {cls.message}",
+                error=(Literal[cls.code], ...),  # type: ignore[arg-type]
+                detail=(cls.detail_type, ...),
+            )
+            _BODY_MODELS[cls] = model
+            _ERROR_OF_MODEL[model] = cls
+        return model
 
     @classmethod
     def response_doc(cls) -> dict[int | str, dict[str, Any]]:
         """For an endpoint's `responses=`: documents this error in OpenAPI."""
-        return {cls.status: {"model": ErrorBody, "description": f"`{cls.code}`: {cls.message}"}}
+        return responses(cls)
+
+
+_BODY_MODELS: dict[type[ServiceError], type[BaseModel]] = {}
+_ERROR_OF_MODEL: dict[type[BaseModel], type[ServiceError]] = {}
 
 
 class BadRequest(ServiceError):
@@ -46,7 +78,7 @@ class Unauthorized(ServiceError):
     code = "unauthorized"
     message = "Authentication required"
 
-    def __init__(self, detail: Any = None, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer", **(headers or {})})
 
 
@@ -73,24 +105,80 @@ class TooManyRequests(ServiceError):
     code = "rate_limited"
     message = "Too many requests"
 
-    def __init__(self, retry_after: int, detail: Any = None) -> None:
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
         self.retry_after = max(1, retry_after)
 
 
+class ServiceUnavailable(ServiceError):
+    """Temporarily unable to serve; the client retries after `Retry-After` seconds."""
+
+    status = 503
+    code = "unavailable"
+    message = "Temporarily unavailable; retry shortly"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class ValidationFailed(ServiceError):
+    """What FastAPI's request validation answers (rendered by `install_error_handlers`)."""
+
+    status = 422
+    code = "validation_error"
+    message = "The request does not match the schema"
+    detail_type = list[ValidationIssue]
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "payload_too_large"
+    message = "The request body is over this route's limit"
+
+
+class Overloaded(ServiceUnavailable):
+    code = "overloaded"
+    message = "The service is busy; retry after the Retry-After seconds"
+
+
 def responses(*errors: type[ServiceError]) -> dict[int | str, dict[str, Any]]:
-    """Merge OpenAPI docs of several errors (same status: descriptions joined)."""
-    out: dict[int | str, dict[str, Any]] = {}
+    """OpenAPI `responses=` for these errors: per status, the body of each possible error."""
+    by_status: dict[int, list[type[ServiceError]]] = {}
     for err in errors:
-        for status, doc in err.response_doc().items():
-            if status in out:
-                out[status] = {
-                    **out[status],
-                    "description": f"{out[status]['description']}; {doc['description']}",
-                }
-            else:
-                out[status] = doc
+        found = by_status.setdefault(err.status, [])
+        if err not in found:
+            found.append(err)
+    out: dict[int | str, dict[str, Any]] = {}
+    for status, errs in sorted(by_status.items()):
+        models = [e.body_model() for e in sorted(errs, key=lambda e: e.code)]
+        out[status] = {
+            "model": models[0] if len(models) == 1 else Union[tuple(models)],  # noqa: UP007
+            "description": "; ".join(f"`{e.code}`: {e.message}" for e in errs),
+        }
     return out
+
+
+def errors_in(doc: dict[str, Any]) -> list[type[ServiceError]]:
+    """The errors a `responses(...)` entry documents (the reverse of `responses`)."""
+    model = doc.get("model")
+    members = getattr(model, "__args__", None) or (model,)
+    return [_ERROR_OF_MODEL[m] for m in members if m in _ERROR_OF_MODEL]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def raises(*errors: type[ServiceError]) -> Callable[[F], F]:
+    """Declare what a dependency can raise; every route using it documents those answers."""
+
+    def mark(dependency: F) -> F:
+        dependency.__krika_raises__ = (  # type: ignore[attr-defined]
+            *getattr(dependency, "__krika_raises__", ()),
+            *errors,
+        )
+        return dependency
+
+    return mark
 
 
 def error_response(
@@ -119,10 +207,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        problems = exc.errors()
         detail = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-            for e in exc.errors()
+            for e in problems[:MAX_VALIDATION_ERRORS]
         ]
+        if len(problems) > MAX_VALIDATION_ERRORS:
+            more = len(problems) - MAX_VALIDATION_ERRORS
+            detail.append({"loc": [], "msg": f"and {more} more problems", "type": "truncated"})
         return error_response(422, "validation_error", detail)
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:

@@ -141,13 +141,27 @@ def setup_tracing(service: str, app: FastAPI | None = None, engine: Any = None) 
         SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
 
 
-class ObservabilityMiddleware:
-    """Request id (accepted or minted, echoed back), RED metrics by route template, access log."""
+TrustCheck = Callable[[Scope], bool]
+_UNTRUSTED_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+_INTERNAL_ERROR = b'{"error":"internal_error","detail":"Internal server error"}'
 
-    def __init__(self, app: ASGIApp, service: str) -> None:
+
+class ObservabilityMiddleware:
+    """Request id, RED metrics by route template, the access log, and the last word on errors.
+
+    The request id and `traceparent` a caller sends are believed only when `trusted(scope)`
+    says the hop in front is ours (for a service: the gateway, see krika_common.edge; for the
+    gateway: a trusted proxy); otherwise the id is minted here and the trace headers dropped.
+    An exception nothing else handled becomes our JSON 500 (logged here, not re-raised, so the
+    server keeps the connection open); once the response has started it can only be cut short.
+    """
+
+    def __init__(self, app: ASGIApp, service: str, trusted: TrustCheck | None = None) -> None:
         self.app = app
         self.service = service
+        self.trusted = trusted
         self.log = logging.getLogger(f"{service}.access")
+        self.errors = logging.getLogger(f"{service}.errors")
         self.in_flight = HTTP_IN_FLIGHT.labels(service)
         # Labelled children cached per (method, route, status): `labels()` costs more than the
         # increment itself. Bounded: methods are normalised, routes are templates.
@@ -157,22 +171,35 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()
-        scope.setdefault("state", {})["request_id"] = request_id
+        trusted = self.trusted is not None and self.trusted(scope)
+        state = scope.setdefault("state", {})
+        state["trusted_hop"] = trusted
+        request_id = trace_id = None
+        if trusted:
+            for name, value in scope["headers"]:
+                if name == b"x-request-id":
+                    incoming = value.decode("latin-1")
+                    request_id = incoming if _REQUEST_ID.match(incoming) else None
+                elif name == b"traceparent":
+                    trace_id = trace_id_from_traceparent(value.decode("latin-1"))
+        else:
+            scope["headers"] = [
+                (n, v) for n, v in scope["headers"] if n not in _UNTRUSTED_TRACE_HEADERS
+            ]
+        request_id = request_id or os.urandom(16).hex()
+        state["request_id"] = request_id
         rid_token = request_id_var.set(request_id)
-        tid_token = trace_id_var.set(
-            trace_id_from_traceparent(headers.get(b"traceparent", b"").decode("latin-1"))
-        )
+        tid_token = trace_id_var.set(trace_id)
         uid_token = user_id_var.set(None)
         status = 500
+        started = False
         start = time.perf_counter()
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
@@ -180,6 +207,21 @@ class ObservabilityMiddleware:
         self.in_flight.inc()
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            if started:
+                raise  # the server cuts the response short; nothing better is possible
+            self.errors.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            await send_wrapper(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(_INTERNAL_ERROR)).encode()),
+                    ],
+                }
+            )
+            await send_wrapper({"type": "http.response.body", "body": _INTERNAL_ERROR})
         finally:
             self.in_flight.dec()
             elapsed = time.perf_counter() - start
@@ -244,8 +286,8 @@ def health_router(checks: Callable[[Request], dict[str, ReadinessCheck]]) -> API
     return router
 
 
-def install_operations(app: FastAPI, service: str) -> None:
+def install_operations(app: FastAPI, service: str, trusted: TrustCheck | None = None) -> None:
     """/healthz, /readyz (checks from `app.state.readiness`), /metrics, request ids and metrics."""
     app.include_router(health_router(lambda request: dict(request.app.state.readiness)))
     app.state.readiness = {}
-    app.add_middleware(ObservabilityMiddleware, service=service)
+    app.add_middleware(ObservabilityMiddleware, service=service, trusted=trusted)

@@ -27,10 +27,13 @@ from krika_common.events.outbox import (
     OutboxRelay,
     record_event,
 )
+from krika_common.events.retention import prune_events, run_retention
 from krika_common.events.schemas import (
     EmailVerificationRequested,
     PasswordResetRequested,
     UserRegistered,
+    UserReinstated,
+    UserRolesChanged,
     UserSuspended,
 )
 
@@ -51,9 +54,13 @@ __all__ = [
     "TransactionalHandler",
     "UnknownEvent",
     "UserRegistered",
+    "UserReinstated",
+    "UserRolesChanged",
     "UserSuspended",
     "event_model",
     "inbox_handler",
     "parse_event",
+    "prune_events",
     "record_event",
+    "run_retention",
 ]

@@ -43,6 +43,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import ASGIApp
 
+from krika_common.config import HttpLimits
+from krika_common.server import uvicorn_options
 from krika_common.testing.jwt import TestKeys
 
 if TYPE_CHECKING:
@@ -409,11 +411,12 @@ async def event_bus_factory(
 
 
 @contextlib.asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve an ASGI app (real sockets) with uvicorn on a free local port; yields its base URL."""
+async def serving(app: ASGIApp, limits: HttpLimits | None = None) -> AsyncIterator[str]:
+    """Serve an ASGI app (real sockets) on a free local port, as `krika_common.server.serve`
+    would (same protocol and limits); yields its base URL."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+        uvicorn.Config(app, host="127.0.0.1", port=port, **uvicorn_options(limits or HttpLimits()))
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
