@@ -2,58 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
 import pytest
-import pytest_asyncio
-from joserfc.jwk import RSAKey
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.app import create_app as create_gateway
-from gateway.config import Settings as GatewaySettings
-from identity.app import create_app as create_identity
-from identity.config import Settings as IdentitySettings
 from krika_common.testing.jwt import TestKeys
-from krika_common.testing.plugin import serving
 
 PASSWORD = "Correct-Horse-42"
-
-
-@pytest_asyncio.fixture
-async def gateway(
-    database_url: str,
-    redis_url: str,
-    clean_db: AsyncEngine,
-    redis_client: object,
-    tmp_path: Path,
-) -> AsyncIterator[httpx.AsyncClient]:
-    key = tmp_path / "signing.pem"
-    key.write_bytes(RSAKey.generate_key(2048).as_pem(private=True))
-    identity = create_identity(
-        IdentitySettings(
-            environment="test",
-            database_url=database_url,
-            redis_url=redis_url,
-            signing_key_file=key,
-            token_pepper="flow-test",
-            argon2_time_cost=1,
-            argon2_memory_cost=1024,
-            argon2_parallelism=1,
-        )
-    )
-    async with serving(identity) as identity_url:
-        gw = create_gateway(
-            GatewaySettings(
-                environment="test",
-                redis_url=redis_url,
-                identity_url=identity_url,
-                jwks_url=f"{identity_url}/.well-known/jwks.json",
-            )
-        )
-        async with serving(gw) as gateway_url, httpx.AsyncClient(base_url=gateway_url) as client:
-            yield client
 
 
 async def test_register_login_me_refresh_rotation_reuse_logout(gateway: httpx.AsyncClient) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from html.parser import HTMLParser
+from importlib.resources import files
 from typing import Any
 
 import httpx
@@ -117,6 +119,47 @@ async def test_swagger_ui_points_at_the_merged_document(client: httpx.AsyncClien
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
     assert "/api/openapi.json" in response.text
+
+
+class _Links(HTMLParser):
+    """Every `src` and `href` of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [value or "" for name, value in attrs if name in ("src", "href")]
+
+
+async def test_swagger_ui_assets_come_from_the_gateway(start_gateway: StartGateway) -> None:
+    async with start_gateway() as client:
+        page = (await client.get("/api/docs")).text
+        links = _Links()
+        links.feed(page)
+        # The script, the stylesheet and the favicon, all on this gateway: no CDN, no host.
+        assert len(links.urls) == 3
+        assert all(url.startswith("/api/docs/assets/") for url in links.urls), links.urls
+        assert "http:" not in page.lower()
+        assert "https:" not in page.lower()
+
+        static = files("fastapi_offline") / "static"
+        types = {"js": "text/javascript", "css": "text/css", "png": "image/png"}
+        for url in links.urls:
+            response = await client.get(url)
+            assert response.status_code == 200, url
+            name = url.rsplit("/", 1)[1]
+            assert response.headers["content-type"].startswith(types[name.rsplit(".", 1)[1]])
+            assert "immutable" in response.headers["cache-control"]
+            assert response.content == (static / name).read_bytes()
+
+        # Another version's URL, or a file that is not one of the assets: not found.
+        version = links.urls[0].split("/")[4]
+        for path in (f"/api/docs/assets/{version}0/swagger-ui.css", "/api/docs/assets/x"):
+            assert (await client.get(path)).status_code == 404, path
+        for name in ("redoc.standalone.js", "..%2Fconsts.py", "__init__.py"):
+            path = f"/api/docs/assets/{version}/{name}"
+            assert (await client.get(path)).status_code == 404, path
 
 
 async def test_readyz_checks_redis_and_jwks(

@@ -3,12 +3,13 @@
 Owns: routing to the services (ARCHITECTURE §3), the JWT check before forwarding (public
 routes are an exact list), the identity headers the services receive (`X-User-Id`,
 `X-User-Roles`), per-user and per-IP rate limits in Redis, the WebSocket proxy to chat and
-the merged API docs at `/api/docs`. No database.
+the merged API docs at `/api/docs` (Swagger UI served from the gateway itself). No database.
 Events in: identity.user_suspended (refuses the user's current tokens; gateway.events).
 Events out: none.
 
 The proxy itself is a plain ASGI middleware (`gateway.proxy`); FastAPI serves only the
-gateway's own routes: /healthz, /readyz, /metrics, /api/docs, /api/openapi.json.
+gateway's own routes: /healthz, /readyz, /metrics, /api/docs (and its assets under
+/api/docs/assets/), /api/openapi.json.
 
 Run with `uvicorn gateway.app:create_app --factory --port 8000 --no-proxy-headers` (or
 `python -m gateway`): uvicorn's own X-Forwarded-For handling would otherwise believe any
@@ -24,12 +25,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from gateway.config import Settings
-from gateway.docs import ApiDocs
+from gateway.docs import ApiDocs, swagger_assets
 from gateway.events import run_bus, subscribe_suspensions
 from gateway.proxy import Gateway, GatewayMiddleware
 from krika_common.errors import install_error_handlers
@@ -68,6 +69,8 @@ def create_app(settings: Settings | None = None, event_bus: EventBus | None = No
     configure_logging(settings.service_name, settings.log_level)
     gateway = Gateway(settings)
     docs = ApiDocs(gateway)
+    assets = swagger_assets()
+    assets_url = f"/api/docs/assets/{assets.version}"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,7 +128,28 @@ def create_app(settings: Settings | None = None, event_bus: EventBus | None = No
 
     @app.get("/api/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        """Swagger UI over the merged API."""
-        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="Krika API")
+        """Swagger UI over the merged API, every asset from this gateway (no CDN)."""
+        return get_swagger_ui_html(
+            openapi_url="/api/openapi.json",
+            title="Krika API",
+            swagger_js_url=f"{assets_url}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets_url}/swagger-ui.css",
+            swagger_favicon_url=f"{assets_url}/favicon.png",
+            # No spec validator badge (it would send the spec's URL to validator.swagger.io).
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/api/docs/assets/{version}/{name}", include_in_schema=False)
+    async def swagger_ui_asset(version: str, name: str) -> Response:
+        """Swagger UI's files; the URL names their content, so they never change."""
+        found = assets.files.get(name)
+        if version != assets.version or found is None:
+            raise HTTPException(status_code=404)
+        content, media_type = found
+        return Response(
+            content,
+            media_type=media_type,
+            headers={"Cache-Control": "public, max-age=31536000, immutable"},
+        )
 
     return app

@@ -5,15 +5,21 @@ left out and listed under `x-krika-services`); only the paths the gateway routes
 service are kept, prefixed with /api/v1 (so ops-only paths - /healthz, /metrics, the JWKS -
 drop out); component names that two services define differently are prefixed with the
 service name, and every `$ref` to them rewritten. The result is cached for a short TTL.
+
+Swagger UI itself (`/api/docs`) is served by the gateway too, from the files the installed
+`fastapi-offline` package ships, so the docs work without internet access (`SwaggerAssets`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import json
 import logging
 import time
 from collections import defaultdict
+from importlib.resources import files
 from typing import Any
 
 import httpx
@@ -29,6 +35,34 @@ BEARER_SCHEME = "bearerAuth"
 GROUPS_OF_SERVICE: dict[str, set[str]] = defaultdict(set)
 for _group, _service in SERVICE_OF_GROUP.items():
     GROUPS_OF_SERVICE[_service].add(_group)
+
+
+class SwaggerAssets:
+    """Swagger UI's files from the installed fastapi-offline package, read once per process.
+
+    Their URLs carry a hash of the files, so they can be cached as immutable: another
+    fastapi-offline version means other URLs.
+    """
+
+    def __init__(self) -> None:
+        static = files("fastapi_offline") / "static"
+        self.files = {  # name -> (content, media type)
+            name: ((static / name).read_bytes(), media_type)
+            for name, media_type in (
+                ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+                ("swagger-ui.css", "text/css; charset=utf-8"),
+                ("favicon.png", "image/png"),
+            )
+        }
+        digest = hashlib.sha256()
+        for name, (content, _) in self.files.items():
+            digest.update(name.encode() + b"\0" + content)
+        self.version = digest.hexdigest()[:16]
+
+
+@functools.cache
+def swagger_assets() -> SwaggerAssets:
+    return SwaggerAssets()
 
 
 class ApiDocs:
