@@ -7,7 +7,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
-from joserfc.jwk import RSAKey
+from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from identity.app import create_app
@@ -34,21 +34,39 @@ def key_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+@pytest.fixture(scope="session")
+def link_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """notify's link key (the private half; identity reads its public half from it)."""
+    path = tmp_path_factory.mktemp("link") / "link.pem"
+    path.write_bytes(ECKey.generate_key("P-256").as_pem(private=True))
+    return path
+
+
+@pytest.fixture(scope="session")
+def link_key(link_key_file: Path) -> ECKey:
+    return ECKey.import_key(link_key_file.read_bytes())
+
+
 @pytest.fixture
-def settings(database_url: str, redis_url: str, key_files: tuple[Path, Path]) -> Settings:
+def settings(
+    database_url: str, redis_url: str, key_files: tuple[Path, Path], link_key_file: Path
+) -> Settings:
     return Settings(
         environment="test",
         database_url=database_url,
         redis_url=redis_url,
         signing_key_file=key_files[0],
         previous_key_files=[key_files[1]],
+        link_key_file=link_key_file,
         token_pepper="test-pepper",
+        edge_secret="test-edge-secret",
         # Cheap hashing keeps the suite fast; production cost is in Settings' defaults.
         argon2_time_cost=1,
         argon2_memory_cost=1024,
         argon2_parallelism=1,
-        login_failures_per_account=5,
-        login_failures_per_ip=8,
+        login_attempts_per_account_ip=5,
+        login_attempts_per_account=12,
+        login_attempts_per_ip=8,
     )
 
 

@@ -6,8 +6,11 @@ import uuid
 from typing import Any
 
 import httpx
+from joserfc.jwk import ECKey
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from krika_common.events.sealed import unseal
 
 PASSWORD = "Correct-Horse-42"
 
@@ -54,3 +57,12 @@ async def outbox_events(engine: AsyncEngine, event_type: str | None = None) -> l
         rows = await conn.execute(text("SELECT envelope FROM outbox ORDER BY id"))
         envelopes = [dict(r[0]) for r in rows]
     return [e for e in envelopes if event_type is None or e["type"] == event_type]
+
+
+async def link_token(
+    engine: AsyncEngine, event_type: str, key: ECKey, user_id: str | None = None
+) -> str:
+    """The one-time token of the newest such event (for `user_id`), unsealed as notify would."""
+    events = await outbox_events(engine, event_type)
+    mine = [e for e in events if user_id is None or e["data"]["user_id"] == user_id]
+    return unseal(mine[-1]["data"]["sealed_token"], key)

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from factories import PASSWORD, bearer, login, new_email, outbox_events, register
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from identity.app import create_app
+from identity.config import Settings
+from krika_common.testing.plugin import app_client
 
 
 async def test_register_answers_the_account_and_records_events(
@@ -22,7 +28,9 @@ async def test_register_answers_the_account_and_records_events(
     assert registered[0]["producer"] == "identity"
     verification = await outbox_events(clean_db, "identity.email_verification_requested")
     assert len(verification) == 1
-    assert verification[0]["data"]["token"]
+    assert verification[0]["version"] == 2
+    assert "token" not in verification[0]["data"]  # sealed for notify, never in clear
+    assert verification[0]["data"]["sealed_token"].count(".") == 4  # a compact JWE
 
 
 @pytest.mark.parametrize(
@@ -121,22 +129,61 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(client: httpx.AsyncC
     rotated = second.json()
     assert rotated["refresh_token"] != first["refresh_token"]
     assert rotated["access_token"] != first["access_token"]
+    third = await client.post("/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
+    assert third.status_code == 200
 
+    # `first` again, now that its successor was used too: a replay, whoever sends it.
     replay = await client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert replay.status_code == 401
     assert replay.json()["error"] == "refresh_token_reused"
     # The thief may hold the newest token: it died with the family.
-    after = await client.post("/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
+    newest = third.json()["refresh_token"]
+    after = await client.post("/auth/refresh", json={"refresh_token": newest})
     assert after.status_code == 401
     assert after.json()["error"] == "invalid_refresh_token"
+
+
+async def test_a_retried_refresh_gets_the_same_successor(client: httpx.AsyncClient) -> None:
+    """The response to a refresh was lost (or two tabs refreshed at once): within the grace
+    window the spent token answers its unused successor again, and the session lives on."""
+    user = await register(client)
+    first = await login(client, user["email"])
+    body = {"refresh_token": first["refresh_token"]}
+    answers = await asyncio.gather(*(client.post("/auth/refresh", json=body) for _ in range(3)))
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    successors = {a.json()["refresh_token"] for a in answers}
+    assert len(successors) == 1
+    assert len({a.json()["access_token"] for a in answers}) == 3
+    (successor,) = successors
+    onward = await client.post("/auth/refresh", json={"refresh_token": successor})
+    assert onward.status_code == 200
+
+
+async def test_a_replay_after_the_grace_window_revokes_the_family(
+    settings: Settings, clean_db: AsyncEngine, redis_client: object
+) -> None:
+    async with app_client(create_app(settings.model_copy(update={"refresh_reuse_grace": 0}))) as c:
+        user = await register(c)
+        first = await login(c, user["email"])
+        body = {"refresh_token": first["refresh_token"]}
+        rotated = (await c.post("/auth/refresh", json=body)).json()
+        await asyncio.sleep(0.01)
+        replay = await c.post("/auth/refresh", json=body)
+        assert replay.json()["error"] == "refresh_token_reused"
+        gone = await c.post("/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
+        assert gone.json()["error"] == "invalid_refresh_token"
 
 
 async def test_reuse_revokes_only_that_family(client: httpx.AsyncClient) -> None:
     user = await register(client)
     laptop = await login(client, user["email"])
     phone = await login(client, user["email"])
-    await client.post("/auth/refresh", json={"refresh_token": laptop["refresh_token"]})
-    await client.post("/auth/refresh", json={"refresh_token": laptop["refresh_token"]})
+    next_laptop = (
+        await client.post("/auth/refresh", json={"refresh_token": laptop["refresh_token"]})
+    ).json()
+    await client.post("/auth/refresh", json={"refresh_token": next_laptop["refresh_token"]})
+    replay = await client.post("/auth/refresh", json={"refresh_token": laptop["refresh_token"]})
+    assert replay.json()["error"] == "refresh_token_reused"
 
     still = await client.post("/auth/refresh", json={"refresh_token": phone["refresh_token"]})
     assert still.status_code == 200

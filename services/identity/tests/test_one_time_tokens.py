@@ -1,23 +1,24 @@
 from __future__ import annotations
 
 import httpx
-from factories import PASSWORD, bearer, login, outbox_events, register
+from factories import PASSWORD, bearer, link_token, login, outbox_events, register
+from joserfc.jwk import ECKey
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 NEW_PASSWORD = "Another-Secret-77"
+RESET = "identity.password_reset_requested"
 
 
-async def _verification_token(engine: AsyncEngine, user_id: str) -> str:
-    events = await outbox_events(engine, "identity.email_verification_requested")
-    return str([e for e in events if e["data"]["user_id"] == user_id][-1]["data"]["token"])
+async def _verification_token(engine: AsyncEngine, user_id: str, key: ECKey) -> str:
+    return await link_token(engine, "identity.email_verification_requested", key, user_id)
 
 
 async def test_email_verification_is_single_use(
-    client: httpx.AsyncClient, clean_db: AsyncEngine
+    client: httpx.AsyncClient, clean_db: AsyncEngine, link_key: ECKey
 ) -> None:
     user = await register(client)
-    token = await _verification_token(clean_db, user["id"])
+    token = await _verification_token(clean_db, user["id"], link_key)
 
     first = await client.post("/auth/verify-email", json={"token": token})
     assert first.status_code == 200
@@ -28,10 +29,10 @@ async def test_email_verification_is_single_use(
 
 
 async def test_expired_verification_token_is_refused(
-    client: httpx.AsyncClient, clean_db: AsyncEngine
+    client: httpx.AsyncClient, clean_db: AsyncEngine, link_key: ECKey
 ) -> None:
     user = await register(client)
-    token = await _verification_token(clean_db, user["id"])
+    token = await _verification_token(clean_db, user["id"], link_key)
     async with clean_db.begin() as conn:
         await conn.execute(
             text("UPDATE one_time_tokens SET expires_at = now() - interval '1 second'")
@@ -44,23 +45,23 @@ async def test_expired_verification_token_is_refused(
 
 
 async def test_resend_voids_the_earlier_link(
-    client: httpx.AsyncClient, clean_db: AsyncEngine
+    client: httpx.AsyncClient, clean_db: AsyncEngine, link_key: ECKey
 ) -> None:
     user = await register(client)
-    old = await _verification_token(clean_db, user["id"])
+    old = await _verification_token(clean_db, user["id"], link_key)
     tokens = await login(client, user["email"])
 
     assert (
         await client.post("/auth/verify-email/resend", headers=bearer(tokens))
     ).status_code == 202
-    new = await _verification_token(clean_db, user["id"])
+    new = await _verification_token(clean_db, user["id"], link_key)
     assert new != old
     assert (await client.post("/auth/verify-email", json={"token": old})).status_code == 400
     assert (await client.post("/auth/verify-email", json={"token": new})).status_code == 200
 
 
 async def test_forgot_password_does_not_reveal_accounts(
-    client: httpx.AsyncClient, clean_db: AsyncEngine
+    client: httpx.AsyncClient, clean_db: AsyncEngine, link_key: ECKey
 ) -> None:
     unknown = await client.post("/auth/forgot-password", json={"email": "nobody@example.com"})
     assert unknown.status_code == 202
@@ -75,12 +76,12 @@ async def test_forgot_password_does_not_reveal_accounts(
 
 
 async def test_reset_password_changes_it_once_and_ends_sessions(
-    client: httpx.AsyncClient, clean_db: AsyncEngine
+    client: httpx.AsyncClient, clean_db: AsyncEngine, link_key: ECKey
 ) -> None:
     user = await register(client)
     session = await login(client, user["email"])
     await client.post("/auth/forgot-password", json={"email": user["email"]})
-    token = (await outbox_events(clean_db, "identity.password_reset_requested"))[0]["data"]["token"]
+    token = await link_token(clean_db, RESET, link_key)
 
     weak = await client.post("/auth/reset-password", json={"token": token, "password": "abc"})
     assert weak.status_code == 422

@@ -4,8 +4,11 @@ Owns: users (argon2id password hashes, roles, suspension), refresh tokens (opaqu
 rotated; reuse revokes the family), e-mail verification and password-reset tokens (hashed,
 single use, expiring), the RS256 signing keys and their JWKS at `/.well-known/jwks.json`.
 Events out (through the outbox, published by `identity.worker`): identity.user_registered,
-identity.email_verification_requested, identity.password_reset_requested,
-identity.user_suspended. Events in: none yet.
+identity.email_verification_requested, identity.password_reset_requested (their tokens sealed
+for notify), identity.user_suspended, identity.user_reinstated, identity.user_roles_changed
+(each with the user's new `token_version`: see krika_common.access). Events in: none yet.
+
+Run with `python -m identity` (krika_common.server: uvicorn with every limit explicit).
 """
 
 from __future__ import annotations
@@ -20,20 +23,21 @@ from sqlalchemy import text
 
 from identity.config import Settings
 from identity.endpoints import auth, users
-from identity.keys import SigningKeys
+from identity.keys import SigningKeys, link_key
 from identity.security import Passwords, TokenHasher
 from identity.service import Identity
 from identity.throttle import LoginThrottle
 from krika_common.auth import StaticKeys, TokenVerifier
 from krika_common.db import make_engine, make_sessionmaker
-from krika_common.errors import install_error_handlers
-from krika_common.telemetry import configure_logging, install_operations, setup_tracing
+from krika_common.telemetry import configure_logging, setup_tracing
+from krika_common.web import install_http
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.service_name, settings.log_level)
     keys = SigningKeys.from_settings(settings)
+    sealing_key = link_key(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,17 +48,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.token_verifier = TokenVerifier(
             StaticKeys(keys.public), issuer=settings.jwt_issuer, audience=settings.jwt_audience
         )
+        passwords = Passwords(settings)
         app.state.identity = Identity(
             settings=settings,
             keys=keys,
-            passwords=Passwords(settings),
+            passwords=passwords,
             tokens=TokenHasher(settings.token_pepper),
-            throttle=LoginThrottle(
-                redis,
-                per_account=settings.login_failures_per_account,
-                per_ip=settings.login_failures_per_ip,
-                window=settings.login_failure_window,
-            ),
+            throttle=LoginThrottle(redis, settings),
+            link_key=sealing_key,
         )
 
         async def database() -> None:
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            passwords.close()
             await redis.aclose()
             await engine.dispose()
 
@@ -77,8 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Users, authentication, roles",
         lifespan=lifespan,
     )
-    install_error_handlers(app)
-    install_operations(app, settings.service_name)
     app.include_router(auth)
     app.include_router(users)
 
@@ -88,4 +88,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["Cache-Control"] = "public, max-age=300"
         return keys.jwks()
 
+    install_http(app, settings)
     return app

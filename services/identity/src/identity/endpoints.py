@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response, status
 
 from identity import repository, service
+from identity.auth import Admin
 from identity.errors import (
     AccountSuspended,
     CannotModifySelf,
@@ -37,12 +38,15 @@ from identity.schemas import (
     UserOut,
     VerifyEmailIn,
 )
+from identity.security import PasswordHashingBusy
 from identity.service import Identity
 from identity.throttle import LoginThrottled
-from krika_common.auth import CurrentUser, InvalidToken, Principal, TokenExpired, require_role
+from krika_common.auth import CurrentUser
 from krika_common.db import Session
-from krika_common.errors import Forbidden, Unauthorized, responses
+from krika_common.edge import client_ip
+from krika_common.errors import responses
 from krika_common.pagination import InvalidCursor, Page, decode_cursor, encode_cursor
+from krika_common.schemas import Line
 
 
 def get_identity(request: Request) -> Identity:
@@ -51,23 +55,16 @@ def get_identity(request: Request) -> Identity:
 
 
 Ctx = Annotated[Identity, Depends(get_identity)]
-Admin = Annotated[Principal, Depends(require_role(Role.admin))]
-AUTH_ERRORS = (Unauthorized, InvalidToken, TokenExpired)
 
 auth = APIRouter(prefix="/auth", tags=["auth"])
 users = APIRouter(prefix="/users", tags=["users"])
-
-
-def client_ip(request: Request) -> str:
-    # uvicorn resolves X-Forwarded-For from trusted proxies (--forwarded-allow-ips) into client.
-    return request.client.host if request.client else "unknown"
 
 
 @auth.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
-    responses=responses(EmailTaken, WeakPassword),
+    responses=responses(EmailTaken, WeakPassword, PasswordHashingBusy),
 )
 async def register(body: RegisterIn, session: Session, idt: Ctx) -> UserOut:
     """Create a customer or provider account; a verification e-mail follows."""
@@ -85,7 +82,7 @@ async def register(body: RegisterIn, session: Session, idt: Ctx) -> UserOut:
 @auth.post(
     "/login",
     response_model=TokenPair,
-    responses=responses(InvalidCredentials, AccountSuspended, LoginThrottled),
+    responses=responses(InvalidCredentials, AccountSuspended, LoginThrottled, PasswordHashingBusy),
 )
 async def login(body: LoginIn, request: Request, session: Session, idt: Ctx) -> TokenPair:
     """Exchange e-mail and password for an access token and a refresh token."""
@@ -104,7 +101,7 @@ async def refresh(body: RefreshIn, session: Session, idt: Ctx) -> TokenPair:
     return await service.refresh(session, idt, body.refresh_token)
 
 
-@auth.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@auth.post("/logout", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 async def logout(body: RefreshIn, session: Session, idt: Ctx) -> Response:
     """End the session the refresh token belongs to."""
     await service.logout(session, idt, body.refresh_token)
@@ -120,7 +117,8 @@ async def verify_email(body: VerifyEmailIn, session: Session, idt: Ctx) -> UserO
 @auth.post(
     "/verify-email/resend",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=responses(*AUTH_ERRORS, AccountSuspended),
+    response_class=Response,
+    responses=responses(UserNotFound),
 )
 async def resend_verification(user: CurrentUser, session: Session, idt: Ctx) -> Response:
     """Send a new verification e-mail (earlier links stop working)."""
@@ -128,17 +126,25 @@ async def resend_verification(user: CurrentUser, session: Session, idt: Ctx) -> 
     return Response(status_code=status.HTTP_202_ACCEPTED)
 
 
-@auth.post("/forgot-password", status_code=status.HTTP_202_ACCEPTED)
-async def forgot_password(body: ForgotPasswordIn, session: Session, idt: Ctx) -> Response:
-    """Ask for a password-reset e-mail; the answer is the same whether the account exists or not."""
-    await service.forgot_password(session, idt, body.email)
+@auth.post("/forgot-password", status_code=status.HTTP_202_ACCEPTED, response_class=Response)
+async def forgot_password(
+    body: ForgotPasswordIn, request: Request, background: BackgroundTasks, idt: Ctx
+) -> Response:
+    """Ask for a password-reset e-mail; the answer is the same whether the account exists or not.
+
+    The account is looked up after the answer is sent, so its timing tells nothing either.
+    """
+    background.add_task(
+        service.send_password_reset, request.app.state.sessionmaker, idt, body.email
+    )
     return Response(status_code=status.HTTP_202_ACCEPTED)
 
 
 @auth.post(
     "/reset-password",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(InvalidOneTimeToken, WeakPassword),
+    response_class=Response,
+    responses=responses(InvalidOneTimeToken, WeakPassword, PasswordHashingBusy),
 )
 async def reset_password(body: ResetPasswordIn, session: Session, idt: Ctx) -> Response:
     """Set a new password with the token from the reset e-mail; every session is ended."""
@@ -146,13 +152,13 @@ async def reset_password(body: ResetPasswordIn, session: Session, idt: Ctx) -> R
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@users.get("/me", response_model=UserOut, responses=responses(*AUTH_ERRORS, AccountSuspended))
+@users.get("/me", response_model=UserOut, responses=responses(UserNotFound))
 async def get_me(user: CurrentUser, session: Session) -> UserOut:
     """The caller's own account."""
     return UserOut.model_validate(await service.active_user(session, user.id))
 
 
-@users.patch("/me", response_model=UserOut, responses=responses(*AUTH_ERRORS, AccountSuspended))
+@users.patch("/me", response_model=UserOut, responses=responses(UserNotFound))
 async def update_me(body: UpdateMeIn, user: CurrentUser, session: Session) -> UserOut:
     """Change the caller's profile."""
     return UserOut.model_validate(
@@ -163,7 +169,8 @@ async def update_me(body: UpdateMeIn, user: CurrentUser, session: Session) -> Us
 @users.post(
     "/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(*AUTH_ERRORS, AccountSuspended, WrongPassword, WeakPassword),
+    response_class=Response,
+    responses=responses(WrongPassword, WeakPassword, PasswordHashingBusy, UserNotFound),
 )
 async def change_password(
     body: ChangePasswordIn, user: CurrentUser, session: Session, idt: Ctx
@@ -173,7 +180,7 @@ async def change_password(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@users.get("", response_model=Page[AdminUserOut], responses=responses(*AUTH_ERRORS, Forbidden))
+@users.get("", response_model=Page[AdminUserOut], responses=responses(InvalidCursor))
 async def list_users(
     _: Admin,
     session: Session,
@@ -181,7 +188,7 @@ async def list_users(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     role: Role | None = None,
     status: UserStatus | None = None,
-    email: Annotated[str | None, Query(max_length=320)] = None,
+    email: Annotated[Line | None, Query(max_length=320)] = None,
 ) -> Page[AdminUserOut]:
     """Admin: list users, newest first, filtered by role, status or part of the e-mail."""
     after = None
@@ -208,7 +215,7 @@ async def list_users(
 @users.get(
     "/{user_id}",
     response_model=AdminUserOut,
-    responses=responses(*AUTH_ERRORS, Forbidden, UserNotFound),
+    responses=responses(UserNotFound),
 )
 async def get_user(user_id: uuid.UUID, _: Admin, session: Session) -> AdminUserOut:
     """Admin: one user."""
@@ -221,12 +228,12 @@ async def get_user(user_id: uuid.UUID, _: Admin, session: Session) -> AdminUserO
 @users.put(
     "/{user_id}/roles",
     response_model=AdminUserOut,
-    responses=responses(*AUTH_ERRORS, Forbidden, UserNotFound, CannotModifySelf),
+    responses=responses(UserNotFound, CannotModifySelf),
 )
 async def set_roles(
     user_id: uuid.UUID, body: SetRolesIn, admin: Admin, session: Session
 ) -> AdminUserOut:
-    """Admin: replace a user's roles (their tokens carry them from the next refresh)."""
+    """Admin: replace a user's roles; their current tokens are refused until they refresh."""
     return AdminUserOut.model_validate(
         await service.set_roles(session, admin.id, user_id, body.roles)
     )
@@ -235,7 +242,7 @@ async def set_roles(
 @users.post(
     "/{user_id}/suspend",
     response_model=AdminUserOut,
-    responses=responses(*AUTH_ERRORS, Forbidden, UserNotFound, CannotModifySelf),
+    responses=responses(UserNotFound, CannotModifySelf),
 )
 async def suspend(
     user_id: uuid.UUID, body: SuspendIn, admin: Admin, session: Session
@@ -249,7 +256,7 @@ async def suspend(
 @users.post(
     "/{user_id}/reinstate",
     response_model=AdminUserOut,
-    responses=responses(*AUTH_ERRORS, Forbidden, UserNotFound),
+    responses=responses(UserNotFound),
 )
 async def reinstate(user_id: uuid.UUID, _: Admin, session: Session) -> AdminUserOut:
     """Admin: lift a suspension (the user logs in again)."""

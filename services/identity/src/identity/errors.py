@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from krika_common.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from krika_common.access import AccountSuspended
+from krika_common.errors import BadRequest, Conflict, NotFound, Unauthorized
+
+__all__ = ["AccountSuspended"]  # shared with every service's access check
 
 
 class EmailTaken(Conflict):
@@ -29,12 +32,6 @@ class InvalidRefreshToken(Unauthorized):
 class RefreshTokenReused(Unauthorized):
     code = "refresh_token_reused"
     message = "This refresh token was already used; the session has been revoked"
-    keeps_changes = True
-
-
-class AccountSuspended(Forbidden):
-    code = "account_suspended"
-    message = "This account is suspended"
     keeps_changes = True
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from joserfc import jwt
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from identity.config import Settings
+from krika_common.events.sealed import load_key, new_key
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +44,13 @@ class SigningKeys:
     def sign(self, claims: dict[str, Any]) -> str:
         header = {"alg": "RS256", "kid": self.active.kid, "typ": "JWT"}
         return jwt.encode(header, claims, self.active, algorithms=["RS256"])
+
+
+def link_key(settings: Settings) -> ECKey:
+    """notify's link key, which seals the one-time tokens in identity's events."""
+    if settings.link_key_file is not None:
+        return load_key(settings.link_key_file)
+    if settings.environment == "production":
+        raise RuntimeError("IDENTITY_LINK_KEY_FILE is required in production")
+    log.warning("no IDENTITY_LINK_KEY_FILE: one-time links are sealed with an ephemeral key")
+    return new_key()

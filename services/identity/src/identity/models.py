@@ -47,6 +47,9 @@ class User(SQLModel, table=True):
     email_verified_at: datetime | None = Field(default=None, sa_column=_ts())
     suspended_at: datetime | None = Field(default=None, sa_column=_ts())
     suspension_reason: str | None = Field(default=None, max_length=500)
+    # The `ver` claim of the user's access tokens; bumped whenever their access changes
+    # (suspension, reinstatement, roles), which makes older tokens refused (krika_common.access).
+    token_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = utc_field(index=True)
     updated_at: datetime = utc_field()
 

@@ -2,41 +2,45 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints
 
 from identity.models import Role
+from krika_common.schemas import Input, Line
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+def _fold_email(value: object) -> object:
+    # NFKC first: the full-width form of ada@example.com is the same account.
+    if isinstance(value, str):
+        return unicodedata.normalize("NFKC", value).strip().lower()
+    return value
 
 
-def _lower(value: str) -> str:
-    return value.lower()
+Email = Annotated[EmailStr, BeforeValidator(_fold_email), Field(max_length=320)]
+# Passwords are taken exactly as typed: no trimming, any characters but control ones.
+Password = Annotated[str, Field(min_length=1, max_length=128)]
+Name = Annotated[Line, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+OpaqueToken = Annotated[Line, Field(min_length=1, max_length=200)]
 
 
-class RegisterIn(Strict):
-    email: EmailStr = Field(max_length=320)
-    password: str = Field(min_length=1, max_length=128)
-    full_name: str = Field(min_length=1, max_length=200)
+class RegisterIn(Input):
+    email: Email
+    password: Password
+    full_name: Name
     role: Literal["customer", "provider"]
 
-    _email = field_validator("email")(_lower)
+
+class LoginIn(Input):
+    email: Email
+    password: Password
 
 
-class LoginIn(Strict):
-    email: EmailStr = Field(max_length=320)
-    password: str = Field(min_length=1, max_length=128)
-
-    _email = field_validator("email")(_lower)
-
-
-class RefreshIn(Strict):
-    refresh_token: str = Field(min_length=1, max_length=200)
+class RefreshIn(Input):
+    refresh_token: OpaqueToken
 
 
 class TokenPair(BaseModel):
@@ -46,24 +50,22 @@ class TokenPair(BaseModel):
     expires_in: int
 
 
-class VerifyEmailIn(Strict):
-    token: str = Field(min_length=1, max_length=200)
+class VerifyEmailIn(Input):
+    token: OpaqueToken
 
 
-class ForgotPasswordIn(Strict):
-    email: EmailStr = Field(max_length=320)
-
-    _email = field_validator("email")(_lower)
+class ForgotPasswordIn(Input):
+    email: Email
 
 
-class ResetPasswordIn(Strict):
-    token: str = Field(min_length=1, max_length=200)
-    password: str = Field(min_length=1, max_length=128)
+class ResetPasswordIn(Input):
+    token: OpaqueToken
+    password: Password
 
 
-class ChangePasswordIn(Strict):
-    current_password: str = Field(min_length=1, max_length=128)
-    new_password: str = Field(min_length=1, max_length=128)
+class ChangePasswordIn(Input):
+    current_password: Password
+    new_password: Password
 
 
 class UserOut(BaseModel):
@@ -83,13 +85,13 @@ class AdminUserOut(UserOut):
     suspension_reason: str | None
 
 
-class UpdateMeIn(Strict):
-    full_name: str = Field(min_length=1, max_length=200)
+class UpdateMeIn(Input):
+    full_name: Name
 
 
-class SetRolesIn(Strict):
+class SetRolesIn(Input):
     roles: list[Role] = Field(min_length=1, max_length=3)
 
 
-class SuspendIn(Strict):
-    reason: str | None = Field(default=None, max_length=500)
+class SuspendIn(Input):
+    reason: Annotated[str, Field(max_length=500)] | None = None

@@ -1,16 +1,34 @@
-"""Password hashing (argon2id) and opaque token generation/hashing."""
+"""Password hashing (argon2id) with bounded memory, and opaque token generation/hashing."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from prometheus_client import Counter
 
 from identity.config import Settings
+from krika_common.errors import ServiceUnavailable
+
+T = TypeVar("T")
+
+HASHES_REFUSED = Counter(
+    "identity_password_hashes_refused_total", "Sign-ins refused because hashing was saturated"
+)
+
+
+class PasswordHashingBusy(ServiceUnavailable):
+    code = "busy"
+    message = "Too many sign-ins at once; retry shortly"
+
 
 COMMON_PASSWORDS = frozenset(
     {
@@ -22,18 +40,48 @@ COMMON_PASSWORDS = frozenset(
 
 
 class Passwords:
+    """argon2id off the event loop, at most `password_hash_concurrency` hashes at a time.
+
+    Each hash takes `argon2_memory_cost` KiB, so the number running at once is what bounds
+    identity's memory: they run on a pool of that many threads. A bounded number of callers
+    wait for a turn, each for a bounded time; the others are refused at once (503 `busy`, with
+    Retry-After) rather than queued without end.
+    """
+
     def __init__(self, settings: Settings) -> None:
         self._hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_cost,
             parallelism=settings.argon2_parallelism,
         )
+        concurrency = settings.password_hash_concurrency
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="argon2")
+        self._turns = asyncio.Semaphore(concurrency)
+        self._waiting = 0
+        self._max_waiting = settings.password_hash_queue
+        self._max_wait = settings.password_hash_wait
         # Verified against when the account does not exist, so timing does not tell.
         self._decoy = self._hasher.hash(secrets.token_urlsafe(16))
 
+    async def _run(self, work: Callable[[], T]) -> T:
+        if self._turns.locked() and self._waiting >= self._max_waiting:
+            HASHES_REFUSED.inc()
+            raise PasswordHashingBusy()
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._turns.acquire(), self._max_wait)
+        except TimeoutError:
+            HASHES_REFUSED.inc()
+            raise PasswordHashingBusy() from None
+        finally:
+            self._waiting -= 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+        finally:
+            self._turns.release()
+
     async def hash(self, password: str) -> str:
-        # argon2 is deliberately slow: keep it off the event loop.
-        return await asyncio.to_thread(self._hasher.hash, password)
+        return await self._run(lambda: self._hasher.hash(password))
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         def check() -> bool:
@@ -42,8 +90,11 @@ class Passwords:
             except (VerificationError, InvalidHashError):
                 return False
 
-        ok = await asyncio.to_thread(check)
+        ok = await self._run(check)
         return ok and password_hash is not None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def needs_rehash(self, password_hash: str) -> bool:
         return self._hasher.check_needs_rehash(password_hash)
@@ -86,3 +137,8 @@ class TokenHasher:
 
     def digest(self, token: str) -> bytes:
         return hmac.new(self._key, token.encode(), hashlib.sha256).digest()
+
+    def successor(self, token: str) -> str:
+        """The refresh token that replaces `token` when it is rotated (same on every call)."""
+        mac = hmac.new(self._key, b"successor:" + token.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from joserfc.jwk import ECKey
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from identity import repository
@@ -26,18 +29,22 @@ from identity.errors import (
 from identity.keys import SigningKeys
 from identity.models import OneTimeToken, RefreshToken, Role, TokenPurpose, User, UserStatus
 from identity.schemas import TokenPair
-from identity.security import Passwords, TokenHasher, password_problem
+from identity.security import PasswordHashingBusy, Passwords, TokenHasher, password_problem
 from identity.throttle import LoginThrottle
 from krika_common.db import utcnow
 from krika_common.events import (
     EmailVerificationRequested,
     PasswordResetRequested,
     UserRegistered,
+    UserReinstated,
+    UserRolesChanged,
     UserSuspended,
     record_event,
 )
+from krika_common.events.sealed import seal
 
 PRODUCER = "identity"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,8 @@ class Identity:
     passwords: Passwords
     tokens: TokenHasher
     throttle: LoginThrottle
+    # notify's link key: one-time tokens travel sealed with it.
+    link_key: ECKey
 
 
 def _check_password(password: str, email: str, full_name: str) -> None:
@@ -86,7 +95,7 @@ async def _send_one_time_token(
             user_id=user.id,
             email=user.email,
             full_name=user.full_name,
-            token=raw,
+            sealed_token=seal(raw, idt.link_key),
             expires_at=expires_at,
         ),
         producer=PRODUCER,
@@ -132,14 +141,21 @@ def _access_token(idt: Identity, user: User, now: datetime) -> str:
             "iat": iat,
             "exp": iat + idt.settings.access_token_ttl,
             "jti": uuid.uuid4().hex,
+            "ver": user.token_version,
         }
     )
 
 
 def _issue_tokens(
-    session: AsyncSession, idt: Identity, user: User, family_id: uuid.UUID, now: datetime
+    session: AsyncSession,
+    idt: Identity,
+    user: User,
+    family_id: uuid.UUID,
+    now: datetime,
+    raw: str | None = None,
 ) -> TokenPair:
-    raw = idt.tokens.new()
+    """A new access token and the refresh token `raw` (a fresh random one by default)."""
+    raw = raw or idt.tokens.new()
     session.add(
         RefreshToken(
             user_id=user.id,
@@ -158,13 +174,14 @@ def _issue_tokens(
 async def login(
     session: AsyncSession, idt: Identity, *, email: str, password: str, ip: str
 ) -> TokenPair:
-    await idt.throttle.check(email, ip)
+    await idt.throttle.reserve(email, ip)  # counted before the password is looked at
     user = await repository.get_user_by_email(session, email)
-    if (
-        not await idt.passwords.verify(user.password_hash if user else None, password)
-        or user is None
-    ):
-        await idt.throttle.failed(email, ip)
+    try:
+        correct = await idt.passwords.verify(user.password_hash if user else None, password)
+    except PasswordHashingBusy:
+        await idt.throttle.abandoned(email, ip)
+        raise
+    if not correct or user is None:
         raise InvalidCredentials()
     await idt.throttle.succeeded(email, ip)
     if not user.is_active:
@@ -175,25 +192,50 @@ async def login(
 
 
 async def refresh(session: AsyncSession, idt: Identity, raw_token: str) -> TokenPair:
-    """Rotate: spend this token, issue the next of its family. A spent token revokes the family."""
+    """Rotate: spend this token, issue the next of its family. A spent token revokes the family,
+    unless it comes back within the grace window while its successor is still unused (a lost
+    response, two tabs): then the same successor is answered again, with a new access token.
+
+    The successor's value is derived from the spent token (an HMAC), so it can be answered
+    again without ever being stored in clear.
+    """
     now = utcnow()
     token = await repository.get_refresh_token_for_update(session, idt.tokens.digest(raw_token))
     if token is None or token.expires_at <= now:
         raise InvalidRefreshToken()
+    successor_raw = idt.tokens.successor(raw_token)
     if token.used_at is not None:
+        grace = timedelta(seconds=idt.settings.refresh_reuse_grace)
+        if token.revoked_at is None and now - token.used_at <= grace:
+            successor = await repository.get_refresh_token_for_update(
+                session, idt.tokens.digest(successor_raw)
+            )
+            if successor is not None and successor.used_at is None and successor.revoked_at is None:
+                user = await _session_user(session, token)
+                return TokenPair(
+                    access_token=_access_token(idt, user, now),
+                    refresh_token=successor_raw,
+                    expires_in=idt.settings.access_token_ttl,
+                )
         # Either a thief or the owner replays a spent token: nobody keeps this session.
         await repository.revoke_family(session, token.family_id, now)
         raise RefreshTokenReused()
     if token.revoked_at is not None:
         raise InvalidRefreshToken()
+    user = await _session_user(session, token)
+    token.used_at = now
+    return _issue_tokens(session, idt, user, token.family_id, now, raw=successor_raw)
+
+
+async def _session_user(session: AsyncSession, token: RefreshToken) -> User:
+    """The active user a refresh token belongs to; a suspended one ends the session."""
     user = await repository.get_user(session, token.user_id)
     if user is None:
         raise InvalidRefreshToken()
     if not user.is_active:
-        await repository.revoke_family(session, token.family_id, now)
+        await repository.revoke_family(session, token.family_id, utcnow())
         raise AccountSuspended()
-    token.used_at = now
-    return _issue_tokens(session, idt, user, token.family_id, now)
+    return user
 
 
 async def logout(session: AsyncSession, idt: Identity, raw_token: str) -> None:
@@ -211,7 +253,7 @@ async def _spend_one_time_token(
     if token is None or token.used_at is not None or token.expires_at <= now:
         raise InvalidOneTimeToken()
     user = await repository.get_user(session, token.user_id, for_update=True)
-    if user is None:
+    if user is None or not user.is_active:
         raise InvalidOneTimeToken()
     await repository.spend_one_time_tokens(session, user.id, purpose, now)
     return user
@@ -231,12 +273,25 @@ async def resend_verification(session: AsyncSession, idt: Identity, user_id: uui
         await _send_one_time_token(session, idt, user, TokenPurpose.verify_email)
 
 
-async def forgot_password(session: AsyncSession, idt: Identity, email: str) -> None:
-    """Always looks the same to the caller, whether or not the account exists."""
-    user = await repository.get_user_by_email(session, email)
-    if user is None or not user.is_active:
-        return
-    await _send_one_time_token(session, idt, user, TokenPurpose.reset_password)
+async def send_password_reset(
+    sessionmaker: async_sessionmaker[AsyncSession], idt: Identity, email: str
+) -> None:
+    """Mail a reset link if the account exists, is active and has not had too many lately.
+
+    Runs after the answer is sent (the endpoint schedules it), so the answer looks and takes
+    the same whether or not the account exists.
+    """
+    try:
+        async with sessionmaker() as session, session.begin():
+            user = await repository.get_user_by_email(session, email)
+            if user is None or not user.is_active:
+                return
+            if not await idt.throttle.allow_reset_mail(email):
+                log.info("reset e-mail for user %s not sent: too many lately", user.id)
+                return
+            await _send_one_time_token(session, idt, user, TokenPurpose.reset_password)
+    except Exception:
+        log.exception("password reset not sent")
 
 
 async def reset_password(session: AsyncSession, idt: Identity, raw: str, password: str) -> None:
@@ -260,6 +315,8 @@ async def change_password(
     user.password_hash = await idt.passwords.hash(new)
     user.updated_at = now
     await repository.revoke_user_tokens(session, user.id, now)
+    # A reset link mailed before the change must not undo it.
+    await repository.spend_one_time_tokens(session, user.id, TokenPurpose.reset_password, now)
 
 
 async def active_user(session: AsyncSession, user_id: uuid.UUID) -> User:
@@ -289,12 +346,28 @@ async def _target(session: AsyncSession, user_id: uuid.UUID) -> User:
 async def set_roles(
     session: AsyncSession, admin_id: uuid.UUID, user_id: uuid.UUID, roles: list[Role]
 ) -> User:
-    """Takes effect in the user's tokens at their next refresh (at most one access-token TTL)."""
+    """The user's current tokens stop being honoured at once (access marks); they refresh."""
     user = await _target(session, user_id)
     if user.id == admin_id and Role.admin not in roles:
         raise CannotModifySelf()
-    user.roles = sorted({r.value for r in roles})
-    user.updated_at = utcnow()
+    new_roles = sorted({r.value for r in roles})
+    if new_roles == sorted(user.roles):
+        return user  # nothing changed: no event, tokens stay valid
+    now = utcnow()
+    user.roles = new_roles
+    user.token_version += 1
+    user.updated_at = now
+    await record_event(
+        session,
+        UserRolesChanged(
+            user_id=user.id,
+            roles=new_roles,
+            changed_at=now,
+            token_version=user.token_version,
+            suspended=not user.is_active,
+        ),
+        producer=PRODUCER,
+    )
     return user
 
 
@@ -310,18 +383,35 @@ async def suspend(
     user.status = UserStatus.suspended
     user.suspended_at = now
     user.suspension_reason = reason
+    user.token_version += 1
     user.updated_at = now
     await repository.revoke_user_tokens(session, user.id, now)
+    for purpose in TokenPurpose:  # no link mailed before the suspension works after it
+        await repository.spend_one_time_tokens(session, user.id, purpose, now)
     await record_event(
-        session, UserSuspended(user_id=user.id, reason=reason, suspended_at=now), producer=PRODUCER
+        session,
+        UserSuspended(
+            user_id=user.id, reason=reason, suspended_at=now, token_version=user.token_version
+        ),
+        producer=PRODUCER,
     )
     return user
 
 
 async def reinstate(session: AsyncSession, user_id: uuid.UUID) -> User:
     user = await _target(session, user_id)
+    if user.is_active:
+        return user  # idempotent: no event
+    now = utcnow()
     user.status = UserStatus.active
     user.suspended_at = None
     user.suspension_reason = None
-    user.updated_at = utcnow()
+    # Tokens from before the suspension stay refused: the user signs in again.
+    user.token_version += 1
+    user.updated_at = now
+    await record_event(
+        session,
+        UserReinstated(user_id=user.id, reinstated_at=now, token_version=user.token_version),
+        producer=PRODUCER,
+    )
     return user

@@ -1,7 +1,9 @@
-"""`python -m identity.worker`: publishes identity's outbox to RabbitMQ.
+"""`python -m identity.worker`: publishes identity's outbox to RabbitMQ and prunes old rows.
 
 It serves /healthz, /readyz (database and broker) and /metrics (outbox lag) on
-IDENTITY_WORKER_PORT so Swarm and Prometheus can watch it like any service.
+IDENTITY_WORKER_PORT so Swarm and Prometheus can watch it like any service. Retention
+(krika_common.events.retention) deletes published outbox rows after
+IDENTITY_OUTBOX_RETENTION_DAYS and inbox rows after IDENTITY_INBOX_RETENTION_DAYS.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import text
 
 from identity.config import Settings
 from krika_common.db import make_engine, make_sessionmaker
-from krika_common.events import EventBus, OutboxRelay
-from krika_common.telemetry import configure_logging, install_operations, setup_tracing
+from krika_common.events import EventBus, OutboxRelay, run_retention
+from krika_common.server import serve
+from krika_common.telemetry import configure_logging, setup_tracing
+from krika_common.web import install_http
 
 
 def create_worker_app(settings: Settings | None = None) -> FastAPI:
@@ -35,7 +38,8 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
             exchange=settings.events_exchange,
             queue_type=settings.amqp_queue_type,
         )
-        relay = OutboxRelay(make_sessionmaker(engine), bus, service=settings.service_name)
+        sessionmaker = make_sessionmaker(engine)
+        relay = OutboxRelay(sessionmaker, bus, service=settings.service_name)
         # Connecting retries while the broker is down; the relay starts once it answers.
         connect = asyncio.create_task(bus.connect())
 
@@ -43,7 +47,16 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
             await connect
             await relay.run()
 
-        task = asyncio.create_task(run())
+        tasks = [
+            asyncio.create_task(run()),
+            asyncio.create_task(
+                run_retention(
+                    sessionmaker,
+                    outbox_days=settings.outbox_retention_days,
+                    inbox_days=settings.inbox_retention_days,
+                )
+            ),
+        ]
 
         async def database() -> None:
             async with engine.connect() as conn:
@@ -53,25 +66,23 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await bus.close()
             await engine.dispose()
 
     app = FastAPI(title="Krika identity worker", lifespan=lifespan, openapi_url=None)
-    install_operations(app, f"{settings.service_name}-worker")
+    install_http(app, settings, service=f"{settings.service_name}-worker")
     return app
 
 
 def main() -> None:
     settings = Settings()
-    uvicorn.run(
-        create_worker_app(settings),
-        host=settings.worker_host,
-        port=settings.worker_port,
-        log_config=None,
-        access_log=False,
+    serve(
+        create_worker_app(settings), settings, host=settings.worker_host, port=settings.worker_port
     )
 
 
