@@ -24,7 +24,14 @@ from krika_common.testing.plugin import free_port
 
 from .upstreams import Upstreams, catalog_app, echo_app, identity_app, serve
 
-StartGateway = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
+
+class GatewayClient(httpx.AsyncClient):
+    """A client on a test gateway's public port, which knows its operations port's URL."""
+
+    ops_url: str
+
+
+StartGateway = Callable[..., contextlib.AbstractAsyncContextManager[GatewayClient]]
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -77,6 +84,7 @@ def settings_factory(upstream_urls: dict[str, str], redis_url: str) -> Callable[
             "jwks_refetch_cooldown": 0.0,
             "log_level": "WARNING",
             "consume_events": False,
+            "edge_secret": "gateway-test-edge",
         }
         values.update(overrides)
         return Settings(**values)
@@ -95,21 +103,21 @@ def start_gateway(
     @contextlib.asynccontextmanager
     async def start(
         event_bus: EventBus | None = None, **overrides: Any
-    ) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(settings_factory(**overrides), event_bus=event_bus)
+    ) -> AsyncIterator[GatewayClient]:
+        ops_port = free_port()
+        app = create_app(settings_factory(ops_port=ops_port, **overrides), event_bus=event_bus)
         async with (
-            serve(app) as url,
-            httpx.AsyncClient(base_url=url, timeout=30.0, trust_env=False) as client,
+            serve(app, None, ops_port) as url,
+            GatewayClient(base_url=url, timeout=30.0, trust_env=False) as client,
         ):
+            client.ops_url = f"http://127.0.0.1:{ops_port}"
             yield client
 
     return start
 
 
-@pytest_asyncio.fixture(params=["aiohttp", "httpx"])
-async def client(
-    start_gateway: StartGateway, request: pytest.FixtureRequest
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A client on a gateway with the default test settings, once per upstream HTTP client."""
-    async with start_gateway(upstream_client=request.param) as c:
+@pytest_asyncio.fixture
+async def client(start_gateway: StartGateway) -> AsyncIterator[GatewayClient]:
+    """A client on a gateway with the default test settings."""
+    async with start_gateway() as c:
         yield c

@@ -17,7 +17,7 @@ import pytest
 from joserfc.jwk import RSAKey
 from redis.asyncio import Redis
 
-from gateway.ratelimit import suspend_user
+from krika_common.access import AccessMarks
 from krika_common.testing.jwt import TestKeys
 
 from .upstreams import Upstreams
@@ -222,8 +222,8 @@ async def test_suspended_user_is_refused(
     redis_client: Redis,
 ) -> None:
     suspended, other = uuid.uuid4(), uuid.uuid4()
-    before = mint_token(sub=suspended)
-    await suspend_user(redis_client, str(suspended), time.time(), ttl=60)
+    before = mint_token(sub=suspended, ver=2)
+    await AccessMarks(redis_client, ttl=60).record(suspended, 3, suspended=True)
     response = await client.get(PRIVATE, headers={"Authorization": f"Bearer {before}"})
     assert response.status_code == 403
     assert response.json()["error"] == "account_suspended"
@@ -234,13 +234,15 @@ async def test_suspended_user_is_refused(
     assert response.status_code == 200
 
 
-async def test_token_issued_after_the_suspension_passes(
+async def test_tokens_older_than_an_access_change_are_revoked(
     client: httpx.AsyncClient, mint_token: Callable[..., str], redis_client: Redis
 ) -> None:
-    # Reinstated and signed in again: only tokens from before the suspension are refused.
+    # Reinstated (or roles changed) at version 3: tokens from before are refused, new ones pass.
     user = uuid.uuid4()
-    await suspend_user(redis_client, str(user), time.time() - 120, ttl=600)
-    response = await client.get(
-        PRIVATE, headers={"Authorization": f"Bearer {mint_token(sub=user)}"}
-    )
+    await AccessMarks(redis_client, ttl=600).record(user, 3, suspended=False)
+    old = await client.get(PRIVATE, headers={"Authorization": f"Bearer {mint_token(sub=user)}"})
+    assert old.status_code == 401
+    assert old.json()["error"] == "token_revoked"
+    fresh = mint_token(sub=user, ver=3)
+    response = await client.get(PRIVATE, headers={"Authorization": f"Bearer {fresh}"})
     assert response.status_code == 200

@@ -13,7 +13,7 @@ import httpx
 from gateway.docs import merge_specs
 from gateway.routes import PublicRoutes
 
-from .conftest import StartGateway
+from .conftest import GatewayClient, StartGateway
 from .upstreams import Upstreams
 
 
@@ -43,6 +43,8 @@ async def test_openapi_merges_the_running_services(client: httpx.AsyncClient) ->
 
     # Public routes need no token in Swagger UI; the rest carry the bearer scheme.
     assert paths["/api/v1/auth/login"]["post"]["security"] == []
+    assert "401" not in paths["/api/v1/auth/login"]["post"]["responses"]  # no token, no 401
+    assert "429" in paths["/api/v1/auth/login"]["post"]["responses"]
     assert paths["/api/v1/catalog/services/{service_id}"]["get"]["security"] == []
     assert paths["/api/v1/catalog/services"]["post"]["security"] == [{"bearerAuth": []}]
     assert me["security"] == [{"bearerAuth": []}]
@@ -95,7 +97,8 @@ def test_merge_renames_collisions_and_rewrites_refs() -> None:
         PublicRoutes(),
     )
     schemas = merged["components"]["schemas"]
-    assert set(schemas) == {"identity_Item", "catalog_Item"}
+    assert {"identity_Item", "catalog_Item"} <= set(schemas)
+    assert "Item" not in schemas
 
     def ref(path: str) -> str:
         op = merged["paths"][path]["get"]
@@ -106,6 +109,26 @@ def test_merge_renames_collisions_and_rewrites_refs() -> None:
     assert merged["paths"]["/api/v1/catalog/items"]["get"]["operationId"] == "catalog_list"
     assert merged["paths"]["/api/v1/orders"]["get"]["operationId"] == "orders_list"
     assert "/api/v1/healthz" not in merged["paths"]
+
+    def codes(path: str, method: str, status: str) -> set[str]:
+        answer = merged["paths"][path][method]["responses"][status]
+        schema = answer["content"]["application/json"]["schema"]
+        refs = [s["$ref"].rsplit("/", 1)[1] for s in schema.get("anyOf", [schema])]
+        return {schemas[r]["properties"]["error"]["const"] for r in refs}
+
+    # The gateway's own answers, beside the services': every route, and token routes.
+    assert codes("/api/v1/orders", "get", "429") == {"rate_limited"}
+    assert codes("/api/v1/orders", "get", "502") == {"upstream_unavailable"}
+    assert codes("/api/v1/orders", "get", "504") == {"upstream_timeout"}
+    assert codes("/api/v1/orders", "get", "400") == {"bad_request", "ambiguous_credentials"}
+    assert codes("/api/v1/orders", "get", "401") == {
+        "unauthorized",
+        "invalid_token",
+        "token_expired",
+        "token_revoked",
+    }
+    assert codes("/api/v1/orders", "get", "403") == {"account_suspended"}
+
     assert merged["x-krika-services"] == {
         "identity": "up",
         "catalog": "up",
@@ -162,10 +185,8 @@ async def test_swagger_ui_assets_come_from_the_gateway(start_gateway: StartGatew
             assert (await client.get(path)).status_code == 404, path
 
 
-async def test_readyz_checks_redis_and_jwks(
-    client: httpx.AsyncClient, upstreams: Upstreams
-) -> None:
-    response = await client.get("/readyz")
+async def test_readyz_checks_redis_and_jwks(client: GatewayClient, upstreams: Upstreams) -> None:
+    response = await client.get(f"{client.ops_url}/readyz")
     assert response.status_code == 200
     assert response.json()["checks"] == {"redis": "ok", "jwks": "ok"}
     assert upstreams.jwks_fetches == 1
@@ -173,17 +194,29 @@ async def test_readyz_checks_redis_and_jwks(
 
 async def test_readyz_fails_without_jwks(start_gateway: StartGateway) -> None:
     async with start_gateway(jwks_url="http://127.0.0.1:1/.well-known/jwks.json") as client:
-        response = await client.get("/readyz")
+        response = await client.get(f"{client.ops_url}/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["jwks"].startswith("failing")
 
 
-async def test_gateway_routes_need_no_token(client: httpx.AsyncClient) -> None:
-    for path in ("/healthz", "/readyz", "/metrics", "/api/docs", "/api/openapi.json"):
+async def test_gateway_routes_need_no_token(client: GatewayClient) -> None:
+    for path in ("/healthz", "/api/docs", "/api/openapi.json"):
         assert (await client.get(path)).status_code == 200, path
     missing = await client.get("/nothing-here")
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
+
+
+async def test_readiness_and_metrics_stay_on_the_operations_port(client: GatewayClient) -> None:
+    for path in ("/readyz", "/metrics"):
+        public = await client.get(path)
+        assert public.status_code == 404, path
+        assert public.json()["error"] == "not_found"
+        assert (await client.get(f"{client.ops_url}{path}")).status_code == 200, path
+    assert (await client.get(f"{client.ops_url}/healthz")).status_code == 200
+    # The operations port serves nothing else: not the API, not the docs.
+    for path in ("/api/docs", "/api/v1/orders", "/api/openapi.json"):
+        assert (await client.get(f"{client.ops_url}{path}")).status_code == 404, path
 
 
 async def test_access_log_can_be_switched_off(

@@ -29,7 +29,9 @@ async def test_user_suspended_event_refuses_current_tokens(
         assert (await client.get("/api/v1/orders", headers=headers)).status_code == 200
         await eventually(gateway_bus.is_consuming, what="the gateway consuming")
 
-        event = UserSuspended(user_id=user, reason="fraud", suspended_at=datetime.now(UTC))
+        event = UserSuspended(
+            user_id=user, reason="fraud", suspended_at=datetime.now(UTC), token_version=1
+        )
         await publisher.publish(Envelope.wrap(event, producer="identity"))
 
         async def refused() -> bool:

@@ -95,7 +95,7 @@ async def test_redis_down_fails_open_with_a_warning(
                 "/api/v1/orders", headers={"Authorization": f"Bearer {mint_token()}"}
             )
             assert response.status_code == 200
-        ready = await client.get("/readyz")
+        ready = await client.get(f"{client.ops_url}/readyz")
     assert len(upstreams.hits) == 3
     assert any("redis unavailable" in r.getMessage() for r in ratelimit_log)
     assert ready.status_code == 503

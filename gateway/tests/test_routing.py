@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from .conftest import StartGateway
+from .conftest import GatewayClient, StartGateway
 from .upstreams import Upstreams
 
 
@@ -207,22 +207,43 @@ async def test_slow_service_is_504(
     assert response.json()["error"] == "upstream_timeout"
 
 
-async def test_request_id_and_traceparent_are_forwarded(
-    client: httpx.AsyncClient, mint_token: Callable[..., str]
+async def test_a_trusted_proxys_request_id_and_traceparent_are_forwarded(
+    start_gateway: StartGateway, mint_token: Callable[..., str]
 ) -> None:
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    async with start_gateway(trusted_proxies=["127.0.0.1"]) as client:
+        response = await client.get(
+            "/api/v1/orders",
+            headers={
+                "Authorization": f"Bearer {mint_token()}",
+                "X-Request-ID": "req-123.abc",
+                "traceparent": traceparent,
+            },
+        )
+    seen = response.json()["headers"]
+    assert seen["x-request-id"] == ["req-123.abc"]
+    assert seen["traceparent"] == [traceparent]
+    assert response.headers.get_list("x-request-id") == ["req-123.abc"]
+
+
+async def test_a_clients_request_id_and_traceparent_are_not_believed(
+    client: httpx.AsyncClient, mint_token: Callable[..., str]
+) -> None:
+    chosen = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     response = await client.get(
         "/api/v1/orders",
         headers={
             "Authorization": f"Bearer {mint_token()}",
             "X-Request-ID": "req-123.abc",
-            "traceparent": traceparent,
+            "traceparent": chosen,
         },
     )
     seen = response.json()["headers"]
-    assert seen["x-request-id"] == ["req-123.abc"]
-    assert seen["traceparent"] == [traceparent]
-    assert response.headers["x-request-id"] == "req-123.abc"
+    (request_id,) = seen["x-request-id"]
+    assert request_id != "req-123.abc"
+    assert response.headers.get_list("x-request-id") == [request_id]  # once, not twice
+    (traceparent,) = seen["traceparent"]
+    assert "4bf92f3577b34da6a3ce929d0e0e4736" not in traceparent
 
 
 async def test_request_id_and_traceparent_are_minted_when_missing_or_bad(
@@ -346,10 +367,10 @@ async def test_request_body_and_query_are_forwarded(
 
 
 async def test_metrics_label_proxied_calls_by_route_group(
-    client: httpx.AsyncClient, mint_token: Callable[..., str]
+    client: GatewayClient, mint_token: Callable[..., str]
 ) -> None:
     await client.get("/api/v1/orders/123", headers={"Authorization": f"Bearer {mint_token()}"})
-    metrics = (await client.get("/metrics")).text
+    metrics = (await client.get(f"{client.ops_url}/metrics")).text
     assert 'route="/api/v1/orders/*"' in metrics
     assert "/api/v1/orders/123" not in metrics
 
@@ -357,13 +378,13 @@ async def test_metrics_label_proxied_calls_by_route_group(
 def test_with_tracing_on_upstreams_get_the_gateways_span(monkeypatch: pytest.MonkeyPatch) -> None:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from gateway import proxy
+    from gateway import core
 
     incoming = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    assert proxy.outgoing_traceparent(incoming) == incoming  # tracing off: passed through
-    monkeypatch.setattr(proxy, "tracing_enabled", lambda: True)
+    assert core.outgoing_traceparent(incoming) == incoming  # tracing off: passed through
+    monkeypatch.setattr(core, "tracing_enabled", lambda: True)
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("gateway request") as span:
         context = span.get_span_context()
-        outgoing = proxy.outgoing_traceparent(incoming).decode()
+        outgoing = core.outgoing_traceparent(incoming).decode()
     assert outgoing.startswith(f"00-{context.trace_id:032x}-{context.span_id:016x}-")

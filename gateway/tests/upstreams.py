@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +24,8 @@ from joserfc.jwk import RSAKey
 from pydantic import BaseModel, create_model
 from starlette.types import ASGIApp
 
+from krika_common.config import HttpLimits
+from krika_common.server import uvicorn_options
 from krika_common.testing.jwt import TestKeys
 from krika_common.testing.plugin import free_port
 
@@ -32,20 +35,16 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 @contextlib.asynccontextmanager
-async def serve(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
-    """Run `app` under uvicorn in this event loop; yields its base URL."""
+async def serve(app: ASGIApp, port: int | None = None, *more_ports: int) -> AsyncIterator[str]:
+    """Run `app` under uvicorn in this event loop, with Krika's HTTP limits, on `port` (and
+    `more_ports`, the gateway's operations port); yields the first port's base URL."""
     port = port or free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        log_level="warning",
-        proxy_headers=False,
-        lifespan="on",
-    )
+    sockets = [socket.create_server(("127.0.0.1", p)) for p in (port, *more_ports)]
+    for sock in sockets:
+        sock.setblocking(False)
+    config = uvicorn.Config(app, log_level="warning", **uvicorn_options(HttpLimits()))
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started:
         if task.done():
             task.result()
@@ -205,6 +204,11 @@ def echo_app(state: Upstreams) -> FastAPI:
             },
         )
 
+    @app.get("/orders/redirect")
+    async def redirect(request: Request) -> Response:
+        # A careless service redirecting with its own (internal) address.
+        return Response(status_code=307, headers={"Location": f"{request.base_url}orders/x?y=1"})
+
     @app.get("/orders/cookie")
     async def cookie() -> Response:
         response = JSONResponse({})
@@ -220,7 +224,10 @@ def echo_app(state: Upstreams) -> FastAPI:
                 "x-user-id": headers.getlist("x-user-id"),
                 "x-user-roles": headers.get("x-user-roles"),
                 "authorization": headers.get("authorization"),
+                "authorizations": headers.getlist("authorization"),
                 "x-request-id": headers.get("x-request-id"),
+                "x-krika-edge": headers.get("x-krika-edge"),
+                "query": websocket.url.query,
             }
         )
         while True:

@@ -4,16 +4,17 @@ Owns: routing to the services (ARCHITECTURE §3), the JWT check before forwardin
 routes are an exact list), the identity headers the services receive (`X-User-Id`,
 `X-User-Roles`), per-user and per-IP rate limits in Redis, the WebSocket proxy to chat and
 the merged API docs at `/api/docs` (Swagger UI served from the gateway itself). No database.
-Events in: identity.user_suspended (refuses the user's current tokens; gateway.events).
+Events in: identity.user_suspended, identity.user_reinstated, identity.user_roles_changed
+(access marks: refuse the tokens they outdate, close live sockets; gateway.events).
 Events out: none.
 
-The proxy itself is a plain ASGI middleware (`gateway.proxy`); FastAPI serves only the
-gateway's own routes: /healthz, /readyz, /metrics, /api/docs (and its assets under
-/api/docs/assets/), /api/openapi.json.
+The proxy itself is a plain ASGI middleware (`GatewayMiddleware` below, dispatching to
+gateway.proxy and gateway.websocket); FastAPI serves only the gateway's own routes: /healthz,
+/api/docs (and its assets under /api/docs/assets/), /api/openapi.json - and, on the internal
+operations listener only (`ops_port`, never published), /readyz and /metrics.
 
-Run with `uvicorn gateway.app:create_app --factory --port 8000 --no-proxy-headers` (or
-`python -m gateway`): uvicorn's own X-Forwarded-For handling would otherwise believe any
-loopback peer; the gateway applies its `trusted_proxies` setting itself.
+Run with `python -m gateway`: one uvicorn server listening on `port` and `ops_port`, with the
+limits of krika_common.server; the gateway judges X-Forwarded-For itself (`trusted_proxies`).
 """
 
 from __future__ import annotations
@@ -28,14 +29,18 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import Settings
+from gateway.core import Gateway
 from gateway.docs import ApiDocs, swagger_assets
-from gateway.events import run_bus, subscribe_suspensions
-from gateway.proxy import Gateway, GatewayMiddleware
-from krika_common.errors import install_error_handlers
+from gateway.events import run_bus
+from gateway.proxy import handle_http, send_error
+from gateway.websocket import LiveSockets, handle_websocket, watch_access_marks
+from krika_common.access import AccessMarks
 from krika_common.events import EventBus
-from krika_common.telemetry import configure_logging, install_operations, setup_tracing
+from krika_common.telemetry import OPERATIONS_ROUTES, configure_logging, setup_tracing
+from krika_common.web import install_http
 
 log = logging.getLogger("gateway")
 
@@ -63,11 +68,51 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, gen1, gen2)
 
 
+_OPS_ONLY = frozenset(OPERATIONS_ROUTES) - {"/healthz"}
+
+
+class GatewayMiddleware:
+    """`/api/v1/*` (HTTP) and `/ws` (WebSocket) are proxied; everything else is FastAPI's.
+
+    The operations listener (`ops_port`) serves /healthz, /readyz and /metrics only, and the
+    public one everything but /readyz and /metrics.
+    """
+
+    def __init__(self, app: ASGIApp, gateway: Gateway, sockets: LiveSockets) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.sockets = sockets
+        self.ops_port = gateway.settings.ops_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        server = scope.get("server")
+        if server is not None and server[1] == self.ops_port:
+            allowed = path in OPERATIONS_ROUTES
+        else:
+            allowed = path not in _OPS_ONLY
+        if not allowed:
+            if kind == "http":
+                await send_error(send, 404, "not_found", "Not found")
+            return
+        if kind == "http" and path.startswith("/api/v1/"):
+            await handle_http(self.gateway, scope, receive, send)
+        elif kind == "websocket" and path == "/ws":
+            await handle_websocket(self.gateway, self.sockets, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, event_bus: EventBus | None = None) -> FastAPI:
     """`event_bus`: consume on this bus instead of one built from the settings (tests)."""
     settings = settings or Settings()
     configure_logging(settings.service_name, settings.log_level)
     gateway = Gateway(settings)
+    sockets = LiveSockets()
     docs = ApiDocs(gateway)
     assets = swagger_assets()
     assets_url = f"/api/docs/assets/{assets.version}"
@@ -84,12 +129,15 @@ def create_app(settings: Settings | None = None, event_bus: EventBus | None = No
                 await gateway.jwks.refresh()
 
         app.state.readiness.update(redis=redis, jwks=jwks)
-        tasks = [asyncio.create_task(_refresh_jwks(gateway, settings.jwks_refresh_interval))]
+        tasks = [
+            asyncio.create_task(_refresh_jwks(gateway, settings.jwks_refresh_interval)),
+            asyncio.create_task(watch_access_marks(settings.redis_url, sockets)),
+        ]
         bus = event_bus
         if bus is None and settings.consume_events:
-            bus = EventBus(settings.amqp_url, service=settings.service_name)
+            bus = EventBus.from_settings(settings)
         if bus is not None:
-            subscribe_suspensions(bus, gateway.redis, settings.access_token_max_ttl)
+            AccessMarks(gateway.redis, settings.access_token_max_ttl).subscribe(bus)
             tasks.append(asyncio.create_task(run_bus(bus)))
         if settings.tune_gc:
             _tune_gc()
@@ -112,10 +160,15 @@ def create_app(settings: Settings | None = None, event_bus: EventBus | None = No
         openapi_url=None,
     )
     app.state.gateway = gateway
-    install_error_handlers(app)
-    # Added before the operations middleware so request ids and metrics wrap the proxy too.
-    app.add_middleware(GatewayMiddleware, gateway=gateway)
-    install_operations(app, settings.service_name)
+    app.state.live_sockets = sockets
+    # Added first, so innermost: request ids, metrics, body limits and errors wrap the proxy.
+    app.add_middleware(GatewayMiddleware, gateway=gateway, sockets=sockets)
+    install_http(
+        app,
+        settings,
+        trusted=gateway.trusted.trusts,
+        body_limit=settings.body_limit_for,
+    )
     access = logging.getLogger(f"{settings.service_name}.access")
     access.setLevel(logging.NOTSET if settings.access_log else logging.WARNING)
     setup_tracing(settings.service_name, app)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
+from starlette.types import Scope
 
-from krika_common.config import KrikaSettings, service_config
+from krika_common.config import MIB, HttpLimits, KrikaSettings, service_config
 
 
 class RateLimit(BaseModel):
@@ -22,10 +21,29 @@ def _default_rate_limits() -> dict[str, RateLimit]:
     return {"auth": RateLimit(per_user=None, per_ip=30, window=60)}
 
 
+def _default_body_limits() -> dict[str, int]:
+    # The route groups with uploads (KYC documents, service media, deliveries, attachments);
+    # each service applies its own, finer limits per route.
+    return {"kyc": 30 * MIB, "catalog": 30 * MIB, "orders": 30 * MIB, "chat": 30 * MIB}
+
+
+def _gateway_http_limits() -> HttpLimits:
+    # The edge holds every client's connection: more of them than a service behind it.
+    return HttpLimits(max_concurrency=2048, max_connections=10_000)
+
+
 class Settings(KrikaSettings):
     model_config = service_config("GATEWAY_")
 
     service_name: str = "gateway"
+    port: int = 8000
+    http: HttpLimits = Field(default_factory=_gateway_http_limits)
+    # The internal listener for /readyz and /metrics (Prometheus, health checks); never
+    # published. The public port serves neither.
+    ops_port: int = 9000
+    # Request body limit per route group (first segment after /api/v1); others get
+    # `http.max_body_bytes` (1 MiB).
+    body_limits: dict[str, int] = Field(default_factory=_default_body_limits)
 
     identity_url: str = "http://127.0.0.1:8001"
     catalog_url: str = "http://127.0.0.1:8002"
@@ -37,8 +55,6 @@ class Settings(KrikaSettings):
 
     # Upstream HTTP: whole-exchange read/write timeout, and a short connect timeout so a dead
     # replica answers 502/504 fast.
-    # Which HTTP client forwards the proxied requests (see gateway.upstream).
-    upstream_client: Literal["aiohttp", "httpx"] = "aiohttp"
     upstream_timeout: float = 30.0
     upstream_connect_timeout: float = 2.0
     upstream_max_connections: int = 512
@@ -65,10 +81,8 @@ class Settings(KrikaSettings):
     # peer is the client.
     trusted_proxies: list[str] = Field(default_factory=list)
 
-    # Consume identity.user_suspended from the events exchange (gateway.events).
+    # Consume identity's access changes from the events exchange (gateway.events).
     consume_events: bool = True
-    # Longest access-token lifetime identity issues: how long a suspension is remembered.
-    access_token_max_ttl: int = 15 * 60
 
     # The JSON access line per request (krika_common.telemetry). About a quarter of the
     # gateway's CPU per proxied request (bench/README.md): off where the load balancer logs.
@@ -94,3 +108,10 @@ class Settings(KrikaSettings):
 
     def rate_limit_for(self, group: str) -> RateLimit:
         return self.rate_limits.get(group, self.rate_limit_default)
+
+    def body_limit_for(self, scope: Scope) -> int:
+        path: str = scope["path"]
+        if path.startswith("/api/v1/"):
+            group = path[8:].partition("/")[0]
+            return self.body_limits.get(group, self.http.max_body_bytes)
+        return self.http.max_body_bytes

@@ -4,7 +4,10 @@ Each service's `/openapi.json` is fetched with a short timeout (services that ar
 left out and listed under `x-krika-services`); only the paths the gateway routes to that
 service are kept, prefixed with /api/v1 (so ops-only paths - /healthz, /metrics, the JWKS -
 drop out); component names that two services define differently are prefixed with the
-service name, and every `$ref` to them rewritten. The result is cached for a short TTL.
+service name, and every `$ref` to them rewritten. Every operation also lists the answers the
+gateway itself may give before the service is reached (rate limits, refused credentials, a
+service down: `GATEWAY_ANSWERS`, and `TOKEN_ANSWERS` where a token is needed), each body with
+its literal `error` code. The result is cached for a short TTL.
 
 Swagger UI itself (`/api/docs`) is served by the gateway too, from the files the installed
 `fastapi-offline` package ships, so the docs work without internet access (`SwaggerAssets`).
@@ -24,8 +27,9 @@ from typing import Any
 
 import httpx
 
-from gateway.proxy import Gateway
+from gateway.core import GATEWAY_ANSWERS, TOKEN_ANSWERS, Gateway
 from gateway.routes import SERVICE_OF_GROUP, PublicRoutes
+from krika_common.errors import PayloadTooLarge, ServiceError, responses
 
 log = logging.getLogger("gateway.docs")
 
@@ -124,6 +128,39 @@ def _routed_paths(service: str, paths: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _add_answers(
+    op: dict[str, Any], errors: list[type[ServiceError]], schemas: dict[str, Any]
+) -> None:
+    """Add `errors` to the operation's responses, beside what the service documents."""
+    for status, doc in responses(*errors).items():
+        entry = op.setdefault("responses", {}).setdefault(str(status), {"description": ""})
+        content = entry.setdefault("content", {}).setdefault("application/json", {})
+        schema = content.get("schema", {})
+        members = list(schema.get("anyOf", [schema] if schema else []))
+        codes = {
+            schemas.get(m.get("$ref", "").rsplit("/", 1)[-1], {})
+            .get("properties", {})
+            .get("error", {})
+            .get("const")
+            for m in members
+        }
+        for error in errors:
+            if error.status != status or error.code in codes:
+                continue
+            model = error.body_model()
+            definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            name = model.__name__
+            if schemas.get(name, definition) != definition:
+                name = f"gateway_{name}"
+            schemas[name] = definition
+            members.append({"$ref": f"#/components/schemas/{name}"})
+            codes.add(error.code)
+        content["schema"] = members[0] if len(members) == 1 else {"anyOf": members}
+        described = entry.get("description") or ""
+        extra = doc["description"]
+        entry["description"] = f"{described}; {extra}" if described else extra
+
+
 def merge_specs(specs: dict[str, dict[str, Any] | None], public: PublicRoutes) -> dict[str, Any]:
     """Merge per-service OpenAPI documents (None: the service did not answer)."""
     available = {name: spec for name, spec in specs.items() if spec is not None}
@@ -171,10 +208,15 @@ def merge_specs(specs: dict[str, dict[str, Any] | None], public: PublicRoutes) -
             if owners.get(op.get("operationId", ""), 0) > 1:
                 op["operationId"] = f"{service}_{op['operationId']}"
             # Swagger UI's "Authorize" applies to every route but the public ones.
+            answers = list(GATEWAY_ANSWERS)
             if public.allows_template(method, path):
                 op["security"] = []
             else:
                 op.setdefault("security", [{BEARER_SCHEME: []}])
+                answers += TOKEN_ANSWERS
+            if "requestBody" in op:
+                answers.append(PayloadTooLarge)
+            _add_answers(op, answers, components["schemas"])
 
     components["securitySchemes"][BEARER_SCHEME] = {
         "type": "http",

@@ -1,8 +1,10 @@
-"""Events the gateway consumes (queue `gateway.events`).
+"""Events the gateway consumes (queue `gateway.events`): identity's access changes.
 
-identity.user_suspended -> the user's access tokens issued up to the suspension are refused
-(403 `account_suspended`) until the longest access-token lifetime has passed, although they
-are still valid JWTs. The handler is idempotent (a later suspension wins) and needs no inbox.
+identity.user_suspended, identity.user_reinstated, identity.user_roles_changed -> the user's
+access mark in Redis (krika_common.access): the tokens it no longer honours are refused (403
+`account_suspended`, 401 `token_revoked`) until they expire, and the mark's announcement makes
+every replica close the user's live WebSockets (gateway.websocket). The handlers are
+idempotent (a mark only moves forward) and need no inbox.
 
 The broker is not a readiness dependency of the gateway: routing and auth do not need it, and
 a RabbitMQ outage must not take the whole API down. The bus connects in the background and
@@ -13,21 +15,9 @@ from __future__ import annotations
 
 import logging
 
-from redis.asyncio import Redis
-
-from gateway.ratelimit import suspend_user
-from krika_common.events import Envelope, EventBus, UserSuspended
+from krika_common.events import EventBus
 
 log = logging.getLogger("gateway.events")
-
-
-def subscribe_suspensions(bus: EventBus, redis: Redis, ttl: int) -> None:
-    async def on_user_suspended(envelope: Envelope) -> None:
-        event = UserSuspended.from_envelope(envelope)
-        await suspend_user(redis, str(event.user_id), event.suspended_at.timestamp(), ttl)
-        log.info("user %s suspended: refusing their current tokens", event.user_id)
-
-    bus.subscribe(UserSuspended.event_type, on_user_suspended)
 
 
 async def run_bus(bus: EventBus) -> None:
@@ -35,5 +25,5 @@ async def run_bus(bus: EventBus) -> None:
         await bus.connect()
         await bus.start()
     except Exception:
-        log.exception("event bus did not start: suspensions are not enforced by the gateway")
+        log.exception("event bus did not start: access changes are not enforced by the gateway")
         raise

@@ -1,8 +1,8 @@
-"""Per-user and per-IP rate limits, and the suspended-user list, in Redis.
+"""Per-user and per-IP rate limits, and the user's access mark, in Redis.
 
 One Lua script per request does everything atomically in one round trip: a fixed window per
 key (INCR, and EXPIRE on the window's first hit), for the client's IP and - when signed in -
-for the user, plus the lookup of the user's suspension mark.
+for the user, plus the lookup of the user's access mark (krika_common.access).
 
 When Redis does not answer the gateway fails open: requests are served without limits and a
 warning is logged (at most once per `redis_retry_after`, during which Redis is not retried so
@@ -25,18 +25,17 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.config import RateLimit
+from krika_common.access import mark_key, parse_mark
 
 log = logging.getLogger("gateway.ratelimit")
 
-SUSPENDED_PREFIX = "gw:suspended:"
-
-# KEYS: ip counter, user counter ("" when anonymous), suspension mark ("" when anonymous)
+# KEYS: ip counter, user counter ("" when anonymous or off), access mark ("" when anonymous)
 # ARGV: window seconds, ip limit (0 = off), user limit (0 = off)
-# Returns {seconds until the IP may retry (0 = allowed), same for the user, when the user was
-# suspended (epoch seconds; 0 = not suspended)}.
+# Returns {seconds until the IP may retry (0 = allowed), same for the user, the mark's version
+# (-1: no mark), 1 when the mark says suspended}.
 _SCRIPT = """
 local window = tonumber(ARGV[1])
-local result = {0, 0, 0}
+local result = {0, 0, -1, 0}
 for i = 1, 2 do
   local limit = tonumber(ARGV[i + 1])
   if limit > 0 and KEYS[i] ~= '' then
@@ -56,7 +55,9 @@ for i = 1, 2 do
   end
 end
 if KEYS[3] ~= '' then
-  result[3] = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+  local mark = redis.call('HMGET', KEYS[3], 'v', 's')
+  result[3] = tonumber(mark[1] or '-1') or -1
+  result[4] = mark[2] == '1' and 1 or 0
 end
 return result
 """
@@ -65,6 +66,7 @@ return result
 @dataclass(frozen=True, slots=True)
 class Verdict:
     retry_after: int = 0  # > 0: refuse with 429 and this Retry-After
+    mark_version: int | None = None  # the user's access mark, if any
     suspended: bool = False
 
 
@@ -107,9 +109,8 @@ class RateLimiter:
         limit: RateLimit,
         ip: str,
         user_id: str | None,
-        issued_at: int | None = None,
     ) -> Verdict:
-        """`issued_at`: the token's `iat`; tokens issued up to a suspension are refused."""
+        """The limits' verdict for this request, and the user's access mark."""
         if self._skip_until and time.monotonic() < self._skip_until:
             return ALLOW
         ip_limit = limit.per_ip or 0
@@ -119,7 +120,7 @@ class RateLimiter:
         keys = (
             f"gw:rl:{group}:ip:{ip}" if ip_limit else "",
             f"gw:rl:{group}:user:{user_id}" if user_limit else "",
-            f"{SUSPENDED_PREFIX}{user_id}" if user_id else "",
+            mark_key(user_id) if user_id else "",
         )
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.append((keys, (limit.window, ip_limit, user_limit), future))
@@ -127,20 +128,25 @@ class RateLimiter:
             self._busy = True
             await self._send_batch()
         try:
-            ip_wait, user_wait, suspended_at = await future
+            ip_wait, user_wait, version, suspended = await future
         except (RedisError, OSError) as exc:
             self._skip_until = time.monotonic() + self._retry_after_failure
             log.warning(
-                "redis unavailable, rate limits and suspensions not enforced: %s: %s",
+                "redis unavailable, rate limits and access marks not enforced: %s: %s",
                 type(exc).__name__,
                 exc,
             )
             return ALLOW
         self._skip_until = 0.0
-        if suspended_at and (issued_at is None or issued_at <= int(suspended_at)):
-            return Verdict(suspended=True)
         wait = max(int(ip_wait), int(user_wait))
-        return Verdict(retry_after=wait) if wait else ALLOW
+        if int(version) < 0 and not wait:
+            return ALLOW
+        mark_version, is_suspended = parse_mark(str(version), str(suspended))
+        return Verdict(
+            retry_after=wait,
+            mark_version=mark_version if int(version) >= 0 else None,
+            suspended=is_suspended,
+        )
 
     async def _send_batch(self) -> None:
         batch, self._queue = self._queue, []
@@ -192,20 +198,3 @@ class RateLimiter:
             pipe.evalsha(self._sha, 3, *keys, *args)
         results: list[object] = await pipe.execute(raise_on_error=False)
         return results
-
-
-async def suspend_user(redis: Redis, user_id: str, suspended_at: float, ttl: int) -> None:
-    """Refuse the user's access tokens issued up to `suspended_at` for `ttl` seconds (the
-    longest access-token lifetime: by then every such token has expired anyway)."""
-    key = f"{SUSPENDED_PREFIX}{user_id}"
-    # A later suspension wins over an older one delivered late (events may come twice or late).
-    await redis.eval(_SUSPEND, 1, key, int(suspended_at), ttl)
-
-
-_SUSPEND = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-if tonumber(ARGV[1]) >= current then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-end
-return 1
-"""

@@ -1,27 +1,41 @@
-"""The HTTP client the proxy forwards with: aiohttp by default, httpx selectable.
+"""The HTTP client the proxy forwards with (aiohttp), and the one for everything else (httpx).
 
-httpx is the stack's HTTP client and the gateway still uses it for the JWKS and the API docs.
-On the proxy hot path it could not come near the performance target (bench/README.md has the
+httpx is the stack's HTTP client and the gateway uses it for the JWKS and the API docs. On
+the proxy hot path it could not come near the performance target (bench/README.md has the
 figures): its connection pool polls every pooled socket on each request and its HTTP/1.1
 parser is pure Python, while aiohttp keeps idle connections in a per-host queue and parses
-with llhttp in C. `GATEWAY_UPSTREAM_CLIENT=httpx` switches back, e.g. to compare.
+with llhttp in C.
 
-Both stream request and response bodies, never follow redirects, keep no cookies, add no
-headers of their own (no User-Agent, Accept or Accept-Encoding; no transparent
-decompression), and map failures onto `UpstreamTimeout` (504) and `UpstreamUnavailable` (502).
+Forwarding streams request and response bodies, never follows redirects, keeps no cookies,
+adds no headers of its own (no User-Agent, Accept or Accept-Encoding; no transparent
+decompression), and maps failures onto `UpstreamTimeout` (504) and `UpstreamUnavailable` (502).
+
+A pooled connection is reused only within `upstream_keepalive_expiry` (below the services'
+keep-alive), but an upstream may still close one just as it is reused (a restart, a race with
+its timer). When a request sent on a reused connection finds it closed before any answer, and
+its body can be sent again, it is retried once on a new connection: the upstream never saw it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Protocol
+from types import SimpleNamespace
 
 import aiohttp
 import httpx
+from prometheus_client import Counter
 from yarl import URL
 
 from gateway.config import Settings
+
+log = logging.getLogger("gateway.upstream")
+
+RETRIED = Counter(
+    "gateway_upstream_retries_total",
+    "Requests resent on a new connection after a reused one turned out closed",
+)
 
 Headers = list[tuple[bytes, bytes]]
 Body = bytes | AsyncIterator[bytes] | None
@@ -39,33 +53,10 @@ class UpstreamUnavailable(UpstreamError):
     """Nothing listens there, or the connection broke."""
 
 
-class UpstreamResponse(Protocol):
-    status: int
-
-    @property
-    def headers(self) -> Sequence[tuple[bytes, bytes]]: ...
-
-    async def read(self) -> bytes: ...
-
-    def chunks(self) -> AsyncIterator[bytes]: ...
-
-    async def aclose(self) -> None: ...
-
-
-class UpstreamClient(Protocol):
-    async def send(
-        self, method: str, origin: str, target: bytes, headers: Headers, body: Body
-    ) -> UpstreamResponse:
-        """`origin` like http://host:port; `target` the raw path and query."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
 # ---------------------------------------------------------------------------- aiohttp
 
 
-class _AiohttpResponse:
+class UpstreamResponse:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
@@ -96,29 +87,57 @@ class _AiohttpResponse:
         self._response.release()
 
 
-class AiohttpUpstream:
+class _Attempt:
+    """Per request: whether aiohttp took the connection from its pool."""
+
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+async def _on_reuse(
+    _: aiohttp.ClientSession, context: SimpleNamespace, __: aiohttp.TraceConnectionReuseconnParams
+) -> None:
+    attempt = context.trace_request_ctx
+    if isinstance(attempt, _Attempt):
+        attempt.reused = True
+
+
+def _aiohttp_session(settings: Settings, *, pooled: bool) -> aiohttp.ClientSession:
+    tracing = aiohttp.TraceConfig()
+    tracing.on_connection_reuseconn.append(_on_reuse)
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=settings.upstream_max_connections,
+            limit_per_host=0,
+            keepalive_timeout=settings.upstream_keepalive_expiry if pooled else None,
+            force_close=not pooled,
+        ),
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.upstream_connect_timeout,
+            sock_read=settings.upstream_timeout,
+        ),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        trust_env=False,
+        trace_configs=[tracing] if pooled else None,
+    )
+
+
+class Upstream:
     def __init__(self, settings: Settings) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=settings.upstream_max_connections,
-                limit_per_host=0,
-                keepalive_timeout=settings.upstream_keepalive_expiry,
-            ),
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=settings.upstream_connect_timeout,
-                sock_read=settings.upstream_timeout,
-            ),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            trust_env=False,
-        )
+        self._session = _aiohttp_session(settings, pooled=True)
+        # For the one retry after a pooled connection turned out closed: always a new one.
+        self._fresh = _aiohttp_session(settings, pooled=False)
         self._origins: dict[str, URL] = {}
 
     async def send(
         self, method: str, origin: str, target: bytes, headers: Headers, body: Body
     ) -> UpstreamResponse:
+        """`origin` like http://host:port; `target` the raw path and query."""
         base = self._origins.get(origin)
         if base is None:
             base = self._origins[origin] = URL(origin)
@@ -131,56 +150,44 @@ class AiohttpUpstream:
             query_string=query,
             encoded=True,
         )
+        text_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        attempt = _Attempt()
         try:
-            response = await self._session.request(
-                method,
-                url,
-                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
-                data=body,
-                allow_redirects=False,
-                compress=None,
-            )
+            try:
+                response = await self._session.request(
+                    method,
+                    url,
+                    headers=text_headers,
+                    data=body,
+                    allow_redirects=False,
+                    compress=None,
+                    trace_request_ctx=attempt,
+                )
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if not attempt.reused or not (body is None or isinstance(body, bytes)):
+                    raise
+                RETRIED.inc()
+                log.debug("pooled connection to %s was closed; resending", origin)
+                response = await self._fresh.request(
+                    method,
+                    url,
+                    headers=text_headers,
+                    data=body,
+                    allow_redirects=False,
+                    compress=None,
+                )
         except TimeoutError as exc:
             raise UpstreamTimeout(type(exc).__name__) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(str(exc) or type(exc).__name__) from exc
-        return _AiohttpResponse(response)
+        return UpstreamResponse(response)
 
     async def aclose(self) -> None:
         await self._session.close()
+        await self._fresh.close()
 
 
 # ---------------------------------------------------------------------------- httpx
-
-
-class _HttpxResponse:
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-
-    @property
-    def headers(self) -> Sequence[tuple[bytes, bytes]]:
-        return self._response.headers.raw
-
-    async def read(self) -> bytes:
-        try:
-            return await self._response.aread()
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(type(exc).__name__) from exc
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(str(exc)) from exc
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.aiter_raw():
-                yield chunk
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(type(exc).__name__) from exc
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(str(exc)) from exc
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
 
 
 def httpx_client(settings: Settings) -> httpx.AsyncClient:
@@ -196,30 +203,3 @@ def httpx_client(settings: Settings) -> httpx.AsyncClient:
         follow_redirects=False,
         trust_env=False,
     )
-
-
-class HttpxUpstream:
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self._http = http
-        self._origins: dict[str, httpx.URL] = {}
-
-    async def send(
-        self, method: str, origin: str, target: bytes, headers: Headers, body: Body
-    ) -> UpstreamResponse:
-        base = self._origins.get(origin)
-        if base is None:
-            base = self._origins[origin] = httpx.URL(origin)
-        # httpx.Request, not client.build_request: no default headers or cookies merged in.
-        request = httpx.Request(
-            method, base.copy_with(raw_path=target), headers=headers, content=body
-        )
-        try:
-            response = await self._http.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(type(exc).__name__) from exc
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(str(exc) or type(exc).__name__) from exc
-        return _HttpxResponse(response)
-
-    async def aclose(self) -> None:
-        """The httpx client is shared with the JWKS and docs; its owner closes it."""

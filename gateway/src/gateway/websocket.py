@@ -1,10 +1,18 @@
-"""`/ws`: the one WebSocket, proxied to chat's `/ws` after the same checks as HTTP.
+"""`/ws`: the one WebSocket, proxied to chat's `/ws` after the same admission as HTTP.
 
 The access token comes in the `Authorization` header or, for browsers (which cannot set
-headers on a WebSocket), the `access_token` query parameter. The connection is accepted and
-then closed with 1008 (policy violation) and the error code as the reason when the token is
-refused or the account is suspended, and with 1013 (try again later) when rate limited or when
+headers on a WebSocket), the `access_token` query parameter. Two Authorization headers, two
+`access_token` parameters, or a header and a different query token are refused: chat receives
+the verified token only, in `Authorization` (the query parameter is stripped).
+
+The connection is accepted and then closed with 1008 (policy violation) and the error code as
+the reason when admission refuses it, and with 1013 (try again later) when rate limited or when
 chat does not answer; otherwise frames are relayed both ways until either side closes.
+
+A socket does not outlive its token: every live socket is registered (`LiveSockets`) and closed
+with 1008 `token_expired` when the token's `exp` passes, and with 1008 `account_suspended` or
+`token_revoked` as soon as the user's access mark says so - `watch_access_marks` follows the
+marks' Redis channel, where every change is announced (krika_common.access), on every replica.
 """
 
 from __future__ import annotations
@@ -12,18 +20,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
+import os
+import time
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
+from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
-from gateway.proxy import Gateway, mint_traceparent, token_issued_at
+from gateway.core import Gateway, RateLimited, outgoing_traceparent
+from krika_common.access import CHANNEL, mark_key, parse_mark, refusal
+from krika_common.auth import AmbiguousCredentials, Principal
 from krika_common.errors import ServiceError
-from krika_common.telemetry import trace_id_from_traceparent
 
 log = logging.getLogger("gateway.websocket")
 
@@ -34,65 +45,154 @@ _RESERVED_CODES = {1005, 1006, 1015}
 _MAX_FRAME = 1024 * 1024
 
 
-async def _close(send: Send, code: int, reason: str) -> None:
+class LiveSocket:
+    """One proxied WebSocket: who holds it, and how to ask its relay to close it."""
+
+    __slots__ = ("closing", "principal")
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+        self.closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closing.done():
+            self.closing.set_result((code, reason))
+
+
+class LiveSockets:
+    """The open sockets of this replica, by user."""
+
+    def __init__(self) -> None:
+        self._by_user: dict[str, set[LiveSocket]] = {}
+
+    def add(self, socket: LiveSocket) -> None:
+        self._by_user.setdefault(str(socket.principal.id), set()).add(socket)
+
+    def remove(self, socket: LiveSocket) -> None:
+        user = str(socket.principal.id)
+        sockets = self._by_user.get(user)
+        if sockets is not None:
+            sockets.discard(socket)
+            if not sockets:
+                del self._by_user[user]
+
+    def users(self) -> list[str]:
+        return list(self._by_user)
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._by_user.values())
+
+    def apply_mark(self, user_id: str, version: int | None, suspended: bool) -> int:
+        """Close the user's sockets whose token the mark no longer honours; how many."""
+        closed = 0
+        for socket in list(self._by_user.get(user_id, ())):
+            error = refusal(version, suspended, socket.principal.token_version)
+            if error is not None:
+                socket.close(POLICY_VIOLATION, error.code)
+                closed += 1
+        return closed
+
+
+async def watch_access_marks(redis_url: str, sockets: LiveSockets, retry: float = 1.0) -> None:
+    """Close sockets as access marks change, until cancelled.
+
+    A pub/sub connection of its own (the gateway's main Redis client has short timeouts). After
+    every (re)subscription the marks of every user with a live socket are read once, so a
+    change announced while this replica was not listening still closes its sockets.
+    """
+    redis = Redis.from_url(redis_url, health_check_interval=30)
+    try:
+        while True:
+            try:
+                async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    for user in sockets.users():
+                        await _check_user(redis, sockets, user)
+                    async for message in pubsub.listen():
+                        data = message.get("data")
+                        if isinstance(data, bytes):
+                            await _check_user(redis, sockets, data.decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("access-mark channel lost (%s); resubscribing", type(exc).__name__)
+                await asyncio.sleep(retry)
+    finally:
+        await redis.aclose()
+
+
+async def _check_user(redis: Redis, sockets: LiveSockets, user_id: str) -> None:
+    raw = await redis.hmget(mark_key(user_id), ["v", "s"])
+    version, suspended = parse_mark(raw[0], raw[1])
+    if sockets.apply_mark(user_id, version, suspended):
+        log.info("closed the live sockets of user %s: access changed", user_id)
+
+
+async def _refuse(send: Send, code: int, reason: str) -> None:
     await send({"type": "websocket.accept"})
     await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-def _token(headers: dict[bytes, bytes], query: bytes) -> bytes | None:
-    if authorization := headers.get(b"authorization"):
-        return authorization
-    for name, value in parse_qsl(query.decode("latin-1")):
-        if name == "access_token" and value:
-            return f"Bearer {value}".encode()
-    return None
+def _credentials(scope: Scope) -> tuple[list[bytes], str]:
+    """The Authorization values to check and the query to forward (without `access_token`)."""
+    headers = [v for n, v in scope["headers"] if n == b"authorization"]
+    query: bytes = scope.get("query_string", b"")
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    tokens = [value for name, value in pairs if name == "access_token"]
+    rest = urlencode([(name, value) for name, value in pairs if name != "access_token"])
+    if len(tokens) > 1:
+        raise AmbiguousCredentials()
+    if tokens:
+        from_query = f"Bearer {tokens[0]}".encode("latin-1")
+        if headers and headers != [from_query]:
+            raise AmbiguousCredentials()
+        headers = headers or [from_query]
+    return headers, rest
 
 
-async def handle_websocket(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+async def handle_websocket(
+    gw: Gateway, sockets: LiveSockets, scope: Scope, receive: Receive, send: Send
+) -> None:
     message = await receive()
     if message["type"] != "websocket.connect":
         return
     headers = dict(scope["headers"])
-    query: bytes = scope.get("query_string", b"")
-    authorization = _token(headers, query)
     try:
-        principal = await gw.authenticate(authorization)
+        authorizations, query = _credentials(scope)
+        admission = await gw.admit(
+            scope,
+            "ws",
+            authorizations,
+            public=False,
+            xff=headers.get(b"x-forwarded-for"),
+            proto=headers.get(b"x-forwarded-proto"),
+            host=headers.get(b"host"),
+            fwd_host=headers.get(b"x-forwarded-host"),
+        )
+    except RateLimited:
+        await _refuse(send, TRY_AGAIN_LATER, RateLimited.code)
+        return
     except ServiceError as exc:
-        await _close(send, POLICY_VIOLATION, exc.code)
+        await _refuse(send, POLICY_VIOLATION, exc.code)
         return
-    user_id = str(principal.id)
-    client_ip, forwarded = gw.forwarded(
-        scope,
-        headers.get(b"x-forwarded-for"),
-        headers.get(b"x-forwarded-proto"),
-        headers.get(b"host"),
-        headers.get(b"x-forwarded-host"),
-    )
-    verdict = await gw.limiter.check(
-        "ws", gw.rate_limit("ws"), client_ip, user_id, token_issued_at(principal)
-    )
-    if verdict.suspended:
-        await _close(send, POLICY_VIOLATION, "account_suspended")
-        return
-    if verdict.retry_after:
-        await _close(send, TRY_AGAIN_LATER, "rate_limited")
-        return
+    principal = admission.principal
+    assert principal is not None
 
-    incoming_tp = headers.get(b"traceparent", b"").decode("latin-1")
-    traceparent = incoming_tp if trace_id_from_traceparent(incoming_tp) else mint_traceparent()
+    trusted = scope.get("state", {}).get("trusted_hop", False)
+    traceparent = outgoing_traceparent(headers.get(b"traceparent") if trusted else None)
     upstream_headers: list[tuple[str, str]] = [
-        ("Authorization", authorization.decode("latin-1") if authorization else ""),
-        ("X-User-Id", user_id),
+        ("Authorization", authorizations[0].decode("latin-1")),
+        ("X-User-Id", str(principal.id)),
         ("X-User-Roles", ",".join(sorted(principal.roles))),
-        ("X-Request-ID", uuid.uuid4().hex),
-        ("traceparent", traceparent),
-        *((k.decode().title(), v.decode("latin-1")) for k, v in forwarded),
+        ("X-Request-ID", os.urandom(16).hex()),
+        ("traceparent", traceparent.decode()),
+        *((k.decode().title(), v.decode("latin-1")) for k, v in admission.hop_headers),
     ]
     protocols = [p.strip() for p in headers.get(b"sec-websocket-protocol", b"").decode().split(",")]
     base = gw.base_url("chat")
     url = str(base.copy_with(scheme="wss" if base.scheme == "https" else "ws", raw_path=b"/ws"))
     if query:
-        url += "?" + query.decode("latin-1")
+        url += "?" + query
     try:
         upstream = await connect(
             url,
@@ -105,16 +205,32 @@ async def handle_websocket(gw: Gateway, scope: Scope, receive: Receive, send: Se
         )
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         log.warning("chat websocket unavailable: %s: %s", type(exc).__name__, exc)
-        await _close(send, TRY_AGAIN_LATER, "upstream_unavailable")
+        await _refuse(send, TRY_AGAIN_LATER, "upstream_unavailable")
         return
+
+    socket = LiveSocket(principal)
+    sockets.add(socket)
+    expiry = asyncio.get_running_loop().call_later(
+        max(0.0, principal.expires_at - time.time()),
+        socket.close,
+        POLICY_VIOLATION,
+        "token_expired",
+    )
     try:
         await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
-        await _relay(upstream, receive, send)
+        await _relay(upstream, receive, send, socket.closing)
     finally:
+        expiry.cancel()
+        sockets.remove(socket)
         await upstream.close()
 
 
-async def _relay(upstream: ClientConnection, receive: Receive, send: Send) -> None:
+async def _relay(
+    upstream: ClientConnection,
+    receive: Receive,
+    send: Send,
+    closing: asyncio.Future[tuple[int, str]],
+) -> None:
     async def client_to_upstream() -> None:
         while True:
             message = await receive()
@@ -145,10 +261,20 @@ async def _relay(upstream: ClientConnection, receive: Receive, send: Send) -> No
         asyncio.create_task(client_to_upstream()),
         asyncio.create_task(upstream_to_client()),
     ]
+    watched: list[asyncio.Future[Any]] = [*tasks, closing]
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if (exc := task.exception()) is not None and not isinstance(
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if closing in done:
+            # The gateway ends it: the token expired or the user's access changed.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            code, reason = closing.result()
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": code, "reason": reason})
+            return
+        for finished in done:
+            if (exc := finished.exception()) is not None and not isinstance(
                 exc, ConnectionClosed | OSError
             ):
                 raise exc

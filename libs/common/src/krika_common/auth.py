@@ -58,6 +58,8 @@ class Principal:
     claims: dict[str, Any] = field(repr=False, compare=False)
     # identity's per-user counter (`ver` claim), bumped when access changes; 0 when absent.
     token_version: int = 0
+    # The `kid` of the key that signed the token.
+    key_id: str = ""
 
 
 class KeySource(Protocol):
@@ -101,6 +103,10 @@ class JWKSClient:
         self._fetched_at = time.monotonic()
         if self._on_fetch is not None:
             await self._on_fetch()
+
+    def kids(self) -> set[str]:
+        """The key ids of the last fetched JWKS."""
+        return set(self._keys)
 
     async def find(self, kid: str) -> Key | None:
         key = self._keys.get(kid)
@@ -178,6 +184,7 @@ class TokenVerifier:
             expires_at=int(claims["exp"]),
             claims=dict(claims),
             token_version=version,
+            key_id=kid,
         )
 
 

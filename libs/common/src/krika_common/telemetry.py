@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -253,7 +253,13 @@ class ObservabilityMiddleware:
 ReadinessCheck = Callable[[], Awaitable[Any]]
 
 
-def health_router(checks: Callable[[Request], dict[str, ReadinessCheck]]) -> APIRouter:
+OPERATIONS_ROUTES = ("/healthz", "/readyz", "/metrics")
+
+
+def health_router(
+    checks: Callable[[Request], dict[str, ReadinessCheck]],
+    routes: Collection[str] = OPERATIONS_ROUTES,
+) -> APIRouter:
     router = APIRouter(tags=["operations"], include_in_schema=False)
 
     @router.get("/healthz")
@@ -261,7 +267,6 @@ def health_router(checks: Callable[[Request], dict[str, ReadinessCheck]]) -> API
         """Alive."""
         return {"status": "ok"}
 
-    @router.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
         """Ready: every dependency answers within a second."""
         results: dict[str, str] = {}
@@ -278,16 +283,28 @@ def health_router(checks: Callable[[Request], dict[str, ReadinessCheck]]) -> API
             status_code=200 if ok else 503,
         )
 
-    @router.get("/metrics")
     async def metrics() -> Response:
         """Prometheus metrics."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    if "/readyz" in routes:
+        router.get("/readyz")(readyz)
+    if "/metrics" in routes:
+        router.get("/metrics")(metrics)
     return router
 
 
-def install_operations(app: FastAPI, service: str, trusted: TrustCheck | None = None) -> None:
-    """/healthz, /readyz (checks from `app.state.readiness`), /metrics, request ids and metrics."""
-    app.include_router(health_router(lambda request: dict(request.app.state.readiness)))
+def install_operations(
+    app: FastAPI,
+    service: str,
+    trusted: TrustCheck | None = None,
+    routes: Collection[str] = OPERATIONS_ROUTES,
+) -> None:
+    """/healthz, /readyz (checks from `app.state.readiness`), /metrics, request ids and metrics.
+
+    `routes`: which of the three this app serves (the gateway keeps /readyz and /metrics off
+    its public listener).
+    """
+    app.include_router(health_router(lambda request: dict(request.app.state.readiness), routes))
     app.state.readiness = {}
     app.add_middleware(ObservabilityMiddleware, service=service, trusted=trusted)

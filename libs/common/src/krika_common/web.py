@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -34,7 +34,7 @@ from krika_common.errors import (
     responses,
 )
 from krika_common.server import BodyLimitMiddleware
-from krika_common.telemetry import TrustCheck, install_operations
+from krika_common.telemetry import OPERATIONS_ROUTES, TrustCheck, install_operations
 
 
 def install_http(
@@ -44,6 +44,7 @@ def install_http(
     service: str | None = None,
     trusted: TrustCheck | None = None,
     body_limit: Callable[[Scope], int] | None = None,
+    operations: Collection[str] = OPERATIONS_ROUTES,
 ) -> None:
     """Call once, after the routers are included.
 
@@ -58,7 +59,10 @@ def install_http(
     )
     # Added last, so outermost: request ids, metrics and the JSON 500 wrap everything.
     install_operations(
-        app, service or settings.service_name, trusted or edge_check(settings.edge_secret)
+        app,
+        service or settings.service_name,
+        trusted or edge_check(settings.edge_secret),
+        operations,
     )
     app.router.redirect_slashes = False
     document_errors(app)

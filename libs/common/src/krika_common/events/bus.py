@@ -37,6 +37,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 from yarl import URL
 
+from krika_common.config import KrikaSettings
 from krika_common.events.envelope import Envelope
 from krika_common.events.tracing import TRACEPARENT, consumer_context, current_traceparent
 
@@ -141,6 +142,17 @@ class EventBus:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+
+    @classmethod
+    def from_settings(cls, settings: KrikaSettings, **overrides: Any) -> EventBus:
+        """The service's bus as its settings configure it (URL, exchange, queue type)."""
+        options: dict[str, Any] = {
+            "service": settings.service_name,
+            "exchange": settings.events_exchange,
+            "queue_type": settings.amqp_queue_type,
+            **overrides,
+        }
+        return cls(settings.amqp_url, **options)
 
     @property
     def max_attempts(self) -> int:
