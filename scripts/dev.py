@@ -44,6 +44,8 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
 SIGNING_KEY = LOCAL / "keys" / "identity-signing.pem"
+# notify's key for the one-time links identity seals into its events (P-256).
+LINK_KEY = LOCAL / "keys" / "notify-links.pem"
 SECRETS_ENV = LOCAL / "secrets.env"
 
 # The one port table. A directory under services/ without an entry here is an error, so a new
@@ -61,6 +63,8 @@ PORTS: dict[str, int] = {
 # `<svc>.worker` serves its own /healthz and /metrics on the service's port + 1000
 # (identity-worker: 9001); exported to it as <SVC>_WORKER_PORT.
 WORKER_PORT_OFFSET = 1000
+# The gateway's internal listener for /readyz and /metrics.
+GATEWAY_OPS_PORT = 9000
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ SIDECARS: tuple[Sidecar, ...] = (
 # A name added here is appended to an existing file on the next run.
 DEV_SECRETS: dict[str, Callable[[], str]] = {
     "IDENTITY_TOKEN_PEPPER": lambda: secrets.token_urlsafe(32),
+    # Shared by the gateway and every service as <SVC>_EDGE_SECRET (krika_common.edge).
+    "KRIKA_EDGE_SECRET": lambda: secrets.token_urlsafe(32),
     # "PAYMENTS_PAYSTACK_SECRET_KEY": lambda: "sk_test_" + secrets.token_hex(20),
 }
 
@@ -259,6 +265,11 @@ def environment(
     for app in apps:
         p = app.prefix
         defaults[f"{p}ENVIRONMENT"] = "development"
+        defaults[f"{p}PORT"] = str(app.port)
+        if "KRIKA_EDGE_SECRET" in extra:
+            defaults[f"{p}EDGE_SECRET"] = extra["KRIKA_EDGE_SECRET"]
+        if app.name in ("identity", "notify") and "KRIKA_LINK_KEY_FILE" in extra:
+            defaults[f"{p}LINK_KEY_FILE"] = extra["KRIKA_LINK_KEY_FILE"]
         defaults[f"{p}REDIS_URL"] = base.get("REDIS_URL", DEFAULT_REDIS)
         defaults[f"{p}AMQP_URL"] = base.get("AMQP_URL", DEFAULT_AMQP)
         defaults[f"{p}JWKS_URL"] = f"{identity}/.well-known/jwks.json"
@@ -271,6 +282,7 @@ def environment(
         if app.name != "gateway":
             defaults[f"GATEWAY_{p}URL"] = f"http://127.0.0.1:{app.port}"
     defaults["GATEWAY_IDENTITY_URL"] = identity
+    defaults["GATEWAY_OPS_PORT"] = str(GATEWAY_OPS_PORT)
     for sidecar in sidecars(apps):
         defaults.update(sidecar.env)
     return {**defaults, **base}
@@ -546,6 +558,16 @@ def ensure_dev_secrets() -> dict[str, str]:
         )
         _write_private(SIGNING_KEY, pem)
         console.say(f"signing key {SIGNING_KEY.relative_to(ROOT)} (generated)")
+    if not LINK_KEY.is_file():
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        link = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        _write_private(LINK_KEY, link)
+        console.say(f"link key    {LINK_KEY.relative_to(ROOT)} (generated)")
 
     values = _read_env_file(SECRETS_ENV)
     missing = [name for name in DEV_SECRETS if not values.get(name)]
@@ -557,7 +579,11 @@ def ensure_dev_secrets() -> dict[str, str]:
         _write_private(SECRETS_ENV, body.encode())
     state = f"generated {', '.join(missing)}" if missing else "reused"
     console.say(f"secrets     {SECRETS_ENV.relative_to(ROOT)} ({state})")
-    return {"IDENTITY_SIGNING_KEY_FILE": str(SIGNING_KEY), **values}
+    return {
+        "IDENTITY_SIGNING_KEY_FILE": str(SIGNING_KEY),
+        "KRIKA_LINK_KEY_FILE": str(LINK_KEY),
+        **values,
+    }
 
 
 def _libpq_url(url: str, database: str) -> str:
@@ -901,12 +927,10 @@ def plan_processes(apps: list[App]) -> list[Proc]:
         plan.append(Proc(sidecar.name, argv, Endpoint(sidecar.name, url, True), wave=0))
     for app in apps:
         url = f"http://127.0.0.1:{app.port}/healthz"
-        argv = _uvicorn(f"{app.name}.app:create_app", app.port)
+        # `python -m <service>`: uvicorn with Krika's HTTP limits (krika_common.server), on
+        # <SVC>_PORT; the gateway also listens on its operations port.
+        argv = [sys.executable, "-m", app.name]
         wave = 1 if app.name == "gateway" else 0
-        if app.name == "gateway":
-            # The gateway judges X-Forwarded-For itself (GATEWAY_TRUSTED_PROXIES); uvicorn's
-            # own handling would believe any loopback client.
-            argv.append("--no-proxy-headers")
         plan.append(Proc(app.name, argv, Endpoint(app.name, url, True), wave))
         if app.worker:
             name = f"{app.name}-worker"
@@ -920,6 +944,7 @@ def _ports_of(apps: list[App]) -> dict[int, str]:
     ports = {app.port: app.name for app in apps}
     ports.update({a.worker_port: f"{a.name}-worker" for a in apps if a.worker})
     ports.update({s.port: s.name for s in sidecars(apps)})
+    ports[GATEWAY_OPS_PORT] = "gateway (operations)"
     return ports
 
 
@@ -928,6 +953,7 @@ def print_urls(up: list[Endpoint], env: Mapping[str, str]) -> None:
     console.say("Krika is up:")
     console.say(f"  gateway          http://localhost:{gateway}")
     console.say(f"  API docs         http://localhost:{gateway}/api/docs")
+    console.say(f"  gateway metrics  http://localhost:{GATEWAY_OPS_PORT}/metrics (and /readyz)")
     for endpoint in up:
         if endpoint.name != "gateway":
             local = endpoint.url.replace("127.0.0.1", "localhost")

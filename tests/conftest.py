@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 import pytest_asyncio
-from joserfc.jwk import RSAKey
+from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import create_app as create_gateway
 from gateway.config import Settings as GatewaySettings
 from identity.app import create_app as create_identity
 from identity.config import Settings as IdentitySettings
-from krika_common.testing.plugin import serving
+from krika_common.db import make_sessionmaker
+from krika_common.events import EventBus, OutboxRelay
+from krika_common.testing.plugin import eventually, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +29,9 @@ def alembic_ini() -> Path:
     return ROOT / "services" / "identity" / "alembic.ini"
 
 
+EDGE = "system-test-edge"
+
+
 @pytest_asyncio.fixture
 async def gateway(
     database_url: str,
@@ -32,30 +39,49 @@ async def gateway(
     clean_db: AsyncEngine,
     redis_client: object,
     tmp_path: Path,
+    event_bus_factory: Callable[..., EventBus],
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The real identity service and a gateway in front of it; a client on the gateway."""
-    key = tmp_path / "signing.pem"
+    """The real identity service, its outbox relay, and a gateway in front of it consuming
+    identity's events (all on this run's exchange); a client on the gateway."""
+    key, link = tmp_path / "signing.pem", tmp_path / "link.pem"
     key.write_bytes(RSAKey.generate_key(2048).as_pem(private=True))
-    identity = create_identity(
-        IdentitySettings(
-            environment="test",
-            database_url=database_url,
-            redis_url=redis_url,
-            signing_key_file=key,
-            token_pepper="flow-test",
-            argon2_time_cost=1,
-            argon2_memory_cost=1024,
-            argon2_parallelism=1,
-        )
+    link.write_bytes(ECKey.generate_key("P-256").as_pem(private=True))
+    settings = IdentitySettings(
+        environment="test",
+        database_url=database_url,
+        redis_url=redis_url,
+        signing_key_file=key,
+        link_key_file=link,
+        token_pepper="flow-test",
+        edge_secret=EDGE,
+        argon2_time_cost=1,
+        argon2_memory_cost=1024,
+        argon2_parallelism=1,
     )
-    async with serving(identity) as identity_url:
+    publisher = event_bus_factory("identity")
+    await publisher.connect()
+    relay = OutboxRelay(make_sessionmaker(clean_db), publisher, poll_interval=0.05)
+    consumer = event_bus_factory("gateway")
+    async with serving(create_identity(settings)) as identity_url:
         gw = create_gateway(
             GatewaySettings(
                 environment="test",
                 redis_url=redis_url,
                 identity_url=identity_url,
                 jwks_url=f"{identity_url}/.well-known/jwks.json",
-            )
+                edge_secret=EDGE,
+            ),
+            event_bus=consumer,
         )
-        async with serving(gw) as gateway_url, httpx.AsyncClient(base_url=gateway_url) as client:
-            yield client
+        relaying = asyncio.create_task(relay.run())
+        try:
+            async with (
+                serving(gw) as gateway_url,
+                httpx.AsyncClient(base_url=gateway_url, timeout=30) as client,
+            ):
+                await eventually(consumer.is_consuming, what="the gateway consuming")
+                yield client
+        finally:
+            relaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relaying

@@ -43,14 +43,25 @@ async def test_register_login_me_refresh_rotation_reuse_logout(gateway: httpx.As
         "/api/v1/users/me", headers={"Authorization": f"Bearer {second['access_token']}"}
     )
     assert me2.status_code == 200
+    # A retry of the same refresh (a lost response) gets the same successor...
+    retried = await gateway.post(
+        "/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
+    )
+    assert retried.status_code == 200
+    assert retried.json()["refresh_token"] == second["refresh_token"]
+    third_pair = await gateway.post(
+        "/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]}
+    )
+    assert third_pair.status_code == 200
 
+    # ...but once the successor was used too, the spent token is a replay: the family dies.
     reused = await gateway.post(
         "/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
     )
     assert reused.status_code == 401
     assert reused.json()["error"] == "refresh_token_reused"
     revoked = await gateway.post(
-        "/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]}
+        "/api/v1/auth/refresh", json={"refresh_token": third_pair.json()["refresh_token"]}
     )
     assert revoked.status_code == 401
 

@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = "http://127.0.0.1:8000"
-PORTS = {8000: "gateway", 8001: "identity"}
+PORTS = {8000: "gateway", 8001: "identity", 9000: "gateway (operations)", 9001: "identity-worker"}
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
 

@@ -32,12 +32,7 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, pool_size=2)
         setup_tracing(f"{settings.service_name}-worker", None, engine)
-        bus = EventBus(
-            settings.amqp_url,
-            service=settings.service_name,
-            exchange=settings.events_exchange,
-            queue_type=settings.amqp_queue_type,
-        )
+        bus = EventBus.from_settings(settings)
         sessionmaker = make_sessionmaker(engine)
         relay = OutboxRelay(sessionmaker, bus, service=settings.service_name)
         # Connecting retries while the broker is down; the relay starts once it answers.
