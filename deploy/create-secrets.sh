@@ -52,6 +52,13 @@ exists identity_signing_key && echo "secret identity_signing_key: exists, kept" 
         | create identity_signing_key
 exists identity_token_pepper && echo "secret identity_token_pepper: exists, kept" \
     || openssl rand -base64 48 | tr -d '\n' | create identity_token_pepper
+# The gateway's proof to the services (X-Krika-Edge): only then do they believe its client IP.
+exists edge_secret && echo "secret edge_secret: exists, kept" \
+    || openssl rand -base64 48 | tr -d '\n' | create edge_secret
+# P-256, PKCS#8 PEM: notify's key for the one-time links identity seals into its events.
+exists notify_link_key && echo "secret notify_link_key: exists, kept" \
+    || openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null \
+        | create notify_link_key
 
 # Grafana's admin password is for a person, and a Swarm secret cannot be read back: it is printed
 # once, when generated. Set GRAFANA_ADMIN_PASSWORD to choose it instead.

@@ -10,7 +10,7 @@
 set -eu
 
 # Real settings whose value *is* a path, read by the service itself.
-NATIVE_FILE_SETTINGS=" IDENTITY_SIGNING_KEY_FILE "
+NATIVE_FILE_SETTINGS=" IDENTITY_SIGNING_KEY_FILE IDENTITY_LINK_KEY_FILE NOTIFY_LINK_KEY_FILE "
 
 for var in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*_FILE\)=.*/\1/p'); do
     case "$NATIVE_FILE_SETTINGS" in *" $var "*) continue ;; esac
