@@ -7,11 +7,10 @@ Starts, on free loopback ports:
   JSON document, and serving the JWKS of a key generated for this run;
 - nginx as a plain reverse proxy in front of it (one worker, keepalive upstream pool), when
   an `nginx` binary is installed - otherwise that leg is skipped with a message;
-- the gateway (`uvicorn gateway.app:create_app --factory`, one worker, as in production:
-  JWT verification, Redis rate limits on with limits too high to trigger, JSON logs at INFO
-  to /dev/null), three times: as configured by default (`gateway`), without the access line
-  per request (`gateway-nolog`), and forwarding with httpx instead of aiohttp
-  (`gateway-httpx`, skipped with --no-httpx).
+- the gateway (`python -m gateway`, one process, as in production: Krika's HTTP limits on,
+  JWT verification, Redis rate limits on with limits too high to trigger, access marks read,
+  JSON logs at INFO to /dev/null), twice: as configured by default (`gateway`), and without
+  the access line per request (`gateway-nolog`).
 
 Each leg is measured at 1 connection (latency) and at N connections (throughput) with wrk
 when installed, else with the asyncio load generator below run in its own process. Prints
@@ -293,9 +292,7 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}"
 
 
-def bench(
-    duration: float, connections: int, repeat: int, redis_url: str, httpx_leg: bool
-) -> list[Result]:
+def bench(duration: float, connections: int, repeat: int, redis_url: str) -> list[Result]:
     from joserfc import jwt
     from joserfc.jwk import KeySet, RSAKey
 
@@ -350,12 +347,12 @@ def bench(
         else:
             print("nginx not installed: skipping the nginx leg", file=sys.stderr)
 
-        variants = [("gateway", "aiohttp", True), ("gateway-nolog", "aiohttp", False)]
-        if httpx_leg:
-            variants.append(("gateway-httpx", "httpx", True))
-        for name, client, access_log in variants:
+        for name, access_log in (("gateway", True), ("gateway-nolog", False)):
             port = free_port()
             env = {
+                "GATEWAY_HOST": "127.0.0.1",
+                "GATEWAY_PORT": str(port),
+                "GATEWAY_OPS_PORT": str(free_port()),
                 "GATEWAY_ORDERS_URL": upstream,
                 "GATEWAY_JWKS_URL": f"{upstream}/.well-known/jwks.json",
                 "GATEWAY_REDIS_URL": redis_url,
@@ -363,17 +360,13 @@ def bench(
                 "GATEWAY_RATE_LIMIT_DEFAULT": json.dumps(
                     {"per_user": 10**9, "per_ip": 10**9, "window": 60}
                 ),
-                "GATEWAY_UPSTREAM_CLIENT": client,
                 "GATEWAY_CONSUME_EVENTS": "false",
                 # As in production: JSON logs at INFO (to /dev/null here), and the access
                 # line per request unless this leg measures the gateway without it.
                 "GATEWAY_LOG_LEVEL": "INFO",
                 "GATEWAY_ACCESS_LOG": str(access_log).lower(),
             }
-            command = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory"]
-            command += ["--host", "127.0.0.1", "--port", str(port), "--no-proxy-headers"]
-            command += ["--no-access-log", "--log-level", "warning"]
-            stack.enter_context(process(command, env))
+            stack.enter_context(process([sys.executable, "-m", "gateway"], env))
             legs.append((name, f"http://127.0.0.1:{port}/api/v1{ECHO_PATH}", auth))
 
         for _, url, headers in legs:
@@ -423,7 +416,7 @@ def table(results: list[Result], connections: int) -> str:
         )
     lines.append("")
     nginx_t, direct_1 = by.get(("nginx", connections)), by.get(("direct", 1))
-    for leg in ("gateway", "gateway-nolog", "gateway-httpx"):
+    for leg in ("gateway", "gateway-nolog"):
         busy, single = by.get((leg, connections)), by.get((leg, 1))
         if busy and nginx_t:
             lines.append(
@@ -438,7 +431,7 @@ def table(results: list[Result], connections: int) -> str:
     return "\n".join(lines)
 
 
-_LEG_ORDER = ["direct", "nginx", "gateway", "gateway-nolog", "gateway-httpx"]
+_LEG_ORDER = ["direct", "nginx", "gateway", "gateway-nolog"]
 
 
 def main() -> None:
@@ -455,7 +448,6 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=32, help="for the throughput run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median kept)")
-    parser.add_argument("--no-httpx", action="store_true", help="skip the gateway-httpx leg")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     args = parser.parse_args()
 
@@ -467,7 +459,7 @@ def main() -> None:
         return
     tool = "wrk" if shutil.which("wrk") else "python-asyncio load generator (separate process)"
     print(f"load generator: {tool}; {machine()}", file=sys.stderr)
-    results = bench(args.duration, args.connections, args.repeat, args.redis_url, not args.no_httpx)
+    results = bench(args.duration, args.connections, args.repeat, args.redis_url)
     print(table(results, args.connections))
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
