@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,7 +24,7 @@ from pydantic import BaseModel, create_model
 from starlette.types import ASGIApp
 
 from krika_common.config import HttpLimits
-from krika_common.server import uvicorn_options
+from krika_common.server import listen, uvicorn_options
 from krika_common.testing.jwt import TestKeys
 from krika_common.testing.plugin import free_port
 
@@ -39,9 +38,7 @@ async def serve(app: ASGIApp, port: int | None = None, *more_ports: int) -> Asyn
     """Run `app` under uvicorn in this event loop, with Krika's HTTP limits, on `port` (and
     `more_ports`, the gateway's operations port); yields the first port's base URL."""
     port = port or free_port()
-    sockets = [socket.create_server(("127.0.0.1", p)) for p in (port, *more_ports)]
-    for sock in sockets:
-        sock.setblocking(False)
+    sockets = [listen("127.0.0.1", p) for p in (port, *more_ports)]
     config = uvicorn.Config(app, log_level="warning", **uvicorn_options(HttpLimits()))
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=sockets))

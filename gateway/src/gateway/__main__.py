@@ -6,29 +6,14 @@ app tells them apart by the local port (see `GatewayMiddleware`).
 
 from __future__ import annotations
 
-import asyncio
-import socket
-
-import uvicorn
-
 from gateway.app import create_app
 from gateway.config import Settings
-from krika_common.server import uvicorn_options
-
-
-def listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=2048)
-    sock.setblocking(False)
-    return sock
+from krika_common.server import serve
 
 
 def main() -> None:
     settings = Settings()
-    config = uvicorn.Config(create_app(settings), **uvicorn_options(settings.http))
-    server = uvicorn.Server(config)
-    sockets = [listen(settings.host, settings.port), listen(settings.host, settings.ops_port)]
-    asyncio.run(server.serve(sockets=sockets))
+    serve(create_app(settings), settings, more_ports=(settings.ops_port,))
 
 
 if __name__ == "__main__":
