@@ -111,8 +111,9 @@ SERVICE_OVERRIDES: dict[str, dict[str, Any]] = {
         "argon2_time_cost": 1,
         "argon2_memory_cost": 1024,
         "argon2_parallelism": 1,
-        "login_failures_per_account": GENEROUS,
-        "login_failures_per_ip": GENEROUS,
+        "login_attempts_per_account_ip": GENEROUS,
+        "login_attempts_per_account": GENEROUS,
+        "login_attempts_per_ip": GENEROUS,
     },
 }
 
@@ -182,7 +183,8 @@ def build_settings(service: Service, generic: Mapping[str, Any]) -> KrikaSetting
     unknown = sorted(set(overrides) - set(cls.model_fields))
     if unknown:
         raise HarnessError(f"{where}: SERVICE_OVERRIDES names unknown settings {unknown}")
-    values = {**generic, **{n: secrets.token_urlsafe(32) for n in secret_names}, **overrides}
+    # Random secrets, but the generic ones (the edge secret the gateway shares) win.
+    values = {**{n: secrets.token_urlsafe(32) for n in secret_names}, **generic, **overrides}
     # The base class's URLs are set generically; a service's own must not keep a dev default.
     own_urls = sorted(
         name
@@ -292,6 +294,9 @@ async def system(
         "amqp_url": amqp_url,
         "events_exchange": events_exchange,
         "log_level": "WARNING",
+        # One edge secret for the gateway and every service: requests through the gateway
+        # carry its client's IP, request id and trace as in production.
+        "edge_secret": secrets.token_urlsafe(32),
     }
     gateway_fields = GatewaySettings.model_fields
     for service in services:
@@ -336,6 +341,7 @@ async def system(
             tune_gc=False,  # gc.freeze() would reach into the whole pytest process
             access_log=False,
             log_level="WARNING",
+            edge_secret=generic["edge_secret"],
         )
         gateway = create_gateway(GatewaySettings(**gateway_values))
         gateway_url = await stack.enter_async_context(serving(gateway))

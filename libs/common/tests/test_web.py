@@ -208,3 +208,14 @@ def test_default_secrets_are_refused_outside_development() -> None:
     with pytest.raises(ValidationError, match="production refuses default secrets: pepper"):
         SecretSettings(environment="production")
     assert SecretSettings(environment="production", pepper="s3cret").pepper == "s3cret"
+
+
+async def test_a_body_that_is_not_utf8_is_a_422_like_any_malformed_json(
+    client: httpx.AsyncClient,
+) -> None:
+    for body in (b"\x80\x81", b'{"amount": 1'):
+        response = await client.post(
+            "/orders", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422, body
+        assert response.json()["detail"][0]["type"] == "json_invalid"

@@ -187,6 +187,7 @@ def error_response(
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
+_FASTAPI_UNPARSEABLE_BODY = "There was an error parsing the body"
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -219,6 +220,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSEABLE_BODY:
+            # FastAPI's answer to a body it could not decode (e.g. JSON that is not UTF-8):
+            # the same problem as malformed JSON, which FastAPI itself reports as a 422.
+            problem = {"loc": ["body"], "msg": "The body is not valid JSON", "type": "json_invalid"}
+            return error_response(422, ValidationFailed.code, [problem])
         code = _HTTP_CODES.get(exc.status_code, "error" if exc.status_code >= 500 else "http_error")
         return error_response(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
 

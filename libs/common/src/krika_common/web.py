@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_flat_params
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from starlette.types import Scope
 
 from krika_common.config import KrikaSettings
@@ -75,7 +75,7 @@ def _dependency_calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
         yield from _dependency_calls(sub)
 
 
-def route_errors(route: APIRoute) -> list[type[ServiceError]]:
+def route_errors(route: APIRoute | RouteContext) -> list[type[ServiceError]]:
     """Every error `route` can answer with, as far as its declarations tell."""
     found: list[type[ServiceError]] = []
     for doc in route.responses.values():
@@ -120,8 +120,9 @@ def document_errors(app: FastAPI) -> None:
         if app.openapi_schema is None:
             spec = generate()
             schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-            for route in app.routes:
-                if not isinstance(route, APIRoute) or not route.include_in_schema:
+            # Route contexts: routes of included routers with their prefix and responses merged.
+            for route in iter_route_contexts(app.routes):
+                if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
                     continue
                 entries = _error_entries(route_errors(route), schemas)
                 for method in route.methods or ():
