@@ -173,7 +173,9 @@ async def handle_http(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         forward.append((b"x-user-roles", ",".join(sorted(principal.roles)).encode()))
     forward.extend(admission.hop_headers)
     forward.append((b"x-request-id", scope["state"]["request_id"].encode()))
-    forward.append((b"traceparent", outgoing_traceparent(traceparent)))
+    # A client's own trace is continued only from a trusted proxy (telemetry decided).
+    trusted = scope["state"].get("trusted_hop", False)
+    forward.append((b"traceparent", outgoing_traceparent(traceparent if trusted else None)))
 
     target = raw_path[len(b"/api/v1") :]
     query: bytes = scope.get("query_string", b"")

@@ -345,14 +345,18 @@ class BodyTooLarge(Exception):
     """A chunked request body passed its limit while the application was reading it."""
 
 
-def _content_length(scope: Scope) -> int | None:
+def _framing(scope: Scope) -> tuple[int | None, bool]:
+    """The request's Content-Length (None if absent or unreadable) and whether it is chunked."""
+    length, chunked = None, False
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
-                return None
-    return None
+                length = None
+        elif name == b"transfer-encoding":
+            chunked = True
+    return (None, True) if chunked else (length, False)
 
 
 class BodyLimitMiddleware:
@@ -371,8 +375,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        length, chunked = _framing(scope)
+        if length is None and not chunked:  # no body at all
+            await self.app(scope, receive, send)
+            return
         limit = self.limit_for(scope)
-        length = _content_length(scope)
         if length is not None:
             if length > limit:
                 await _send_too_large(send, limit)

@@ -151,7 +151,8 @@ class ObservabilityMiddleware:
 
     The request id and `traceparent` a caller sends are believed only when `trusted(scope)`
     says the hop in front is ours (for a service: the gateway, see krika_common.edge; for the
-    gateway: a trusted proxy); otherwise the id is minted here and the trace headers dropped.
+    gateway: a trusted proxy), which `scope["state"]["trusted_hop"]` tells the app; otherwise
+    the id is minted here and the trace ignored (and its headers dropped when tracing is on).
     An exception nothing else handled becomes our JSON 500 (logged here, not re-raised, so the
     server keeps the connection open); once the response has started it can only be cut short.
     """
@@ -182,7 +183,8 @@ class ObservabilityMiddleware:
                     request_id = incoming if _REQUEST_ID.match(incoming) else None
                 elif name == b"traceparent":
                     trace_id = trace_id_from_traceparent(value.decode("latin-1"))
-        else:
+        elif tracing_enabled():
+            # The OpenTelemetry instrumentation would continue the caller's trace otherwise.
             scope["headers"] = [
                 (n, v) for n, v in scope["headers"] if n not in _UNTRUSTED_TRACE_HEADERS
             ]
