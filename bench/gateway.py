@@ -292,7 +292,10 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}"
 
 
-def bench(duration: float, connections: int, repeat: int, redis_url: str) -> list[Result]:
+Runs = dict[tuple[str, int], list[Result]]
+
+
+def bench(duration: float, connections: int, repeat: int, redis_url: str) -> Runs:
     from joserfc import jwt
     from joserfc.jwk import KeySet, RSAKey
 
@@ -313,7 +316,7 @@ def bench(duration: float, connections: int, repeat: int, redis_url: str) -> lis
         algorithms=["RS256"],
     )
     auth = {"Authorization": f"Bearer {token}"}
-    runs: dict[tuple[str, int], list[Result]] = {}
+    runs: Runs = {}
     with tempfile.TemporaryDirectory() as tmp_dir, contextlib.ExitStack() as stack:
         tmp = Path(tmp_dir)
         jwks_file = tmp / "jwks.json"
@@ -385,7 +388,7 @@ def bench(duration: float, connections: int, repeat: int, redis_url: str) -> lis
                         file=sys.stderr,
                     )
                     runs.setdefault((leg, conns), []).append(result)
-    return [_median_run(results) for results in runs.values()]
+    return runs
 
 
 def _median_run(results: list[Result]) -> Result:
@@ -403,8 +406,11 @@ def _median_run(results: list[Result]) -> Result:
     )
 
 
-def table(results: list[Result], connections: int) -> str:
-    by = {(r.leg, r.connections): r for r in results}
+def table(runs: Runs, connections: int) -> str:
+    """The median of each figure, then the comparisons: each is computed within a round (the
+    legs of one round ran back to back) and the median over rounds is kept, so a machine whose
+    speed drifts between rounds does not skew a ratio."""
+    results = [_median_run(r) for r in runs.values()]
     lines = [
         "| leg | conns | req/s | median ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|",
@@ -415,18 +421,21 @@ def table(results: list[Result], connections: int) -> str:
             f"{r.p99_ms:.3f} | {r.errors} |"
         )
     lines.append("")
-    nginx_t, direct_1 = by.get(("nginx", connections)), by.get(("direct", 1))
+    nginx_t, direct_1 = runs.get(("nginx", connections)), runs.get(("direct", 1))
     for leg in ("gateway", "gateway-nolog"):
-        busy, single = by.get((leg, connections)), by.get((leg, 1))
+        busy, single = runs.get((leg, connections)), runs.get((leg, 1))
         if busy and nginx_t:
+            ratios = [b.rps / n.rps for b, n in zip(busy, nginx_t, strict=True)]
             lines.append(
-                f"{leg}: throughput {busy.rps / nginx_t.rps:.0%} of nginx's at "
-                f"{connections} connections (target >= 60%)"
+                f"{leg}: throughput {statistics.median(ratios):.0%} of nginx's at "
+                f"{connections} connections (per round: "
+                f"{', '.join(f'{r:.0%}' for r in ratios)}; target >= 60%)"
             )
         if single and direct_1:
+            added = [s.median_ms - d.median_ms for s, d in zip(single, direct_1, strict=True)]
             lines.append(
-                f"{leg}: adds {single.median_ms - direct_1.median_ms:.3f} ms to the median "
-                "at 1 connection (target <= 0.5 ms)"
+                f"{leg}: adds {statistics.median(added):.3f} ms to the median at 1 connection "
+                "(target <= 0.5 ms)"
             )
     return "\n".join(lines)
 
@@ -459,13 +468,17 @@ def main() -> None:
         return
     tool = "wrk" if shutil.which("wrk") else "python-asyncio load generator (separate process)"
     print(f"load generator: {tool}; {machine()}", file=sys.stderr)
-    results = bench(args.duration, args.connections, args.repeat, args.redis_url)
-    print(table(results, args.connections))
+    runs = bench(args.duration, args.connections, args.repeat, args.redis_url)
+    print(table(runs, args.connections))
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"gateway-{stamp}.json").write_text(
         json.dumps(
-            {"date": stamp, "machine": machine(), "results": [asdict(r) for r in results]},
+            {
+                "date": stamp,
+                "machine": machine(),
+                "runs": {f"{leg} c={c}": [asdict(r) for r in rs] for (leg, c), rs in runs.items()},
+            },
             indent=2,
         )
     )
