@@ -381,6 +381,10 @@ async def test_anonymous_logins_cannot_exhaust_memory(
             )
             assert {a.status_code for a in answers} <= {401, 503}
             grown = peak_rss_mib(proc.pid) - baseline
+            # The process serves with Krika's HTTP limits, for direct callers too.
+            huge = await client.get("/healthz", headers={"X-Big": "a" * 20_000})
+            assert huge.status_code == 431
+            assert huge.json()["error"] == "headers_too_large"
     finally:
         proc.terminate()
         await proc.wait()
