@@ -21,30 +21,24 @@ async def sign_up(gateway: httpx.AsyncClient, email: str) -> tuple[str, dict[str
     return registered.json()["id"], tokens.json()
 
 
-async def make_admin(engine: AsyncEngine, user_id: str) -> None:
+async def sign_up_admin(
+    gateway: httpx.AsyncClient, engine: AsyncEngine, email: str
+) -> tuple[str, dict[str, str]]:
+    """An account made admin in identity's database, signed in again so its token says so."""
+    user_id, _ = await sign_up(gateway, email)
     async with engine.begin() as conn:
         await conn.execute(
             text("UPDATE users SET roles = ARRAY['admin'] WHERE id = :id"), {"id": user_id}
         )
+    tokens = await gateway.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    return user_id, tokens.json()
 
 
 async def test_a_suspended_admin_cannot_reinstate_themselves_with_a_second_header(
     gateway: httpx.AsyncClient, clean_db: AsyncEngine
 ) -> None:
-    admin_id, _ = await sign_up(gateway, "rogue@example.com")
-    await make_admin(clean_db, admin_id)
-    rogue = (
-        await gateway.post(
-            "/api/v1/auth/login", json={"email": "rogue@example.com", "password": PASSWORD}
-        )
-    ).json()
-    boss_id, _ = await sign_up(gateway, "boss@example.com")
-    await make_admin(clean_db, boss_id)
-    boss = (
-        await gateway.post(
-            "/api/v1/auth/login", json={"email": "boss@example.com", "password": PASSWORD}
-        )
-    ).json()
+    admin_id, rogue = await sign_up_admin(gateway, clean_db, "rogue@example.com")
+    _, boss = await sign_up_admin(gateway, clean_db, "boss@example.com")
     _, customer = await sign_up(gateway, "someone@example.com")
 
     suspended = await gateway.post(
@@ -77,13 +71,7 @@ async def test_a_suspended_admin_cannot_reinstate_themselves_with_a_second_heade
 async def test_a_demoted_user_is_refused_at_the_gateway_until_they_refresh(
     gateway: httpx.AsyncClient, clean_db: AsyncEngine
 ) -> None:
-    boss_id, _ = await sign_up(gateway, "boss@example.com")
-    await make_admin(clean_db, boss_id)
-    boss = (
-        await gateway.post(
-            "/api/v1/auth/login", json={"email": "boss@example.com", "password": PASSWORD}
-        )
-    ).json()
+    _, boss = await sign_up_admin(gateway, clean_db, "boss@example.com")
     user_id, tokens = await sign_up(gateway, "seller@example.com")
     headers = {"Authorization": f"Bearer {tokens['access_token']}"}
     assert (await gateway.get("/api/v1/users/me", headers=headers)).status_code == 200

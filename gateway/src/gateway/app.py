@@ -35,10 +35,11 @@ from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.docs import ApiDocs, swagger_assets
 from gateway.events import run_bus
-from gateway.proxy import handle_http, send_error
+from gateway.proxy import handle_http
 from gateway.websocket import LiveSockets, handle_websocket, watch_access_marks
 from krika_common.access import AccessMarks
 from krika_common.events import EventBus
+from krika_common.server import send_error
 from krika_common.telemetry import OPERATIONS_ROUTES, configure_logging, setup_tracing
 from krika_common.web import install_http
 

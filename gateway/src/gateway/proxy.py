@@ -9,10 +9,8 @@ routing or dependency injection runs per proxied request; everything is in `hand
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator
 
 from starlette.types import Receive, Scope, Send
 
@@ -26,6 +24,7 @@ from gateway.core import (
 from gateway.routes import ROUTE_GROUPS, BadPath, api_segments
 from gateway.upstream import Body, UpstreamError, UpstreamResponse, UpstreamTimeout
 from krika_common.errors import ServiceError
+from krika_common.server import send_error
 from krika_common.telemetry import user_id_var
 
 log = logging.getLogger("gateway.proxy")
@@ -65,29 +64,10 @@ _REQUEST_DROP = HOP_BY_HOP | _REPLACED
 # uvicorn adds its own; the request id is the gateway's (the upstream echoes the same one).
 _RESPONSE_DROP = HOP_BY_HOP | {b"server", b"date", b"x-request-id"}
 _SMALL_BODY = 64 * 1024
-_JSON = [(b"content-type", b"application/json")]
 
 
 class ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
-
-
-async def send_error(
-    send: Send,
-    status: int,
-    code: str,
-    detail: Any,
-    headers: Iterable[tuple[bytes, bytes]] = (),
-) -> None:
-    body = json.dumps({"error": code, "detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*_JSON, (b"content-length", str(len(body)).encode()), *headers],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def error_headers(exc: ServiceError) -> list[tuple[bytes, bytes]]:

@@ -174,32 +174,23 @@ class Upstream:
             query_string=query,
             encoded=True,
         )
-        text_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        options: dict[str, Any] = {
+            "headers": [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+            "data": body,
+            "allow_redirects": False,
+            "compress": None,
+        }
         attempt = _Attempt()
         token = _attempt.set(attempt)
         try:
             try:
-                response = await self._session.request(
-                    method,
-                    url,
-                    headers=text_headers,
-                    data=body,
-                    allow_redirects=False,
-                    compress=None,
-                )
+                response = await self._session.request(method, url, **options)
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
                 if not attempt.reused or not (body is None or isinstance(body, bytes)):
                     raise
                 RETRIED.inc()
                 log.debug("pooled connection to %s was closed; resending", origin)
-                response = await self._fresh.request(
-                    method,
-                    url,
-                    headers=text_headers,
-                    data=body,
-                    allow_redirects=False,
-                    compress=None,
-                )
+                response = await self._fresh.request(method, url, **options)
         except TimeoutError as exc:
             raise UpstreamTimeout(type(exc).__name__) from exc
         except aiohttp.ClientError as exc:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import httptools
@@ -48,7 +48,7 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
 
 
-def error_bytes(code: str, detail: str) -> bytes:
+def error_bytes(code: str, detail: Any) -> bytes:
     return json.dumps({"error": code, "detail": detail}).encode()
 
 
@@ -66,22 +66,32 @@ def raw_response(status: int, code: str, detail: str, extra: bytes = b"") -> byt
     )
 
 
-_OVERLOADED = error_bytes("overloaded", "The service is busy; retry shortly")
-
-
-async def _overloaded(scope: Scope, receive: Receive, send: Send) -> None:
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    detail: Any,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """An ASGI response in our error shape, for code below FastAPI's exception handlers."""
+    body = error_bytes(code, detail)
     await send(
         {
             "type": "http.response.start",
-            "status": 503,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
-                (b"content-length", str(len(_OVERLOADED)).encode()),
-                (b"retry-after", b"1"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )
-    await send({"type": "http.response.body", "body": _OVERLOADED})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _overloaded(scope: Scope, receive: Receive, send: Send) -> None:
+    detail = "The service is busy; retry shortly"
+    await send_error(send, 503, "overloaded", detail, [(b"retry-after", b"1")])
 
 
 class _Refused(Exception):
@@ -418,16 +428,6 @@ class BodyLimitMiddleware:
 
 
 async def _send_too_large(send: Send, limit: int) -> None:
-    body = error_bytes("payload_too_large", f"The request body must not exceed {limit} bytes")
     # No `connection: close`: the protocol lingers when a body is left unread (see _linger).
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    detail = f"The request body must not exceed {limit} bytes"
+    await send_error(send, 413, "payload_too_large", detail)

@@ -24,6 +24,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from pythonjsonlogger.orjson import OrjsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from krika_common.server import send_error
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
@@ -144,7 +146,6 @@ def setup_tracing(service: str, app: FastAPI | None = None, engine: Any = None) 
 
 TrustCheck = Callable[[Scope], bool]
 _UNTRUSTED_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
-_INTERNAL_ERROR = b'{"error":"internal_error","detail":"Internal server error"}'
 
 
 class ObservabilityMiddleware:
@@ -214,17 +215,7 @@ class ObservabilityMiddleware:
             if started:
                 raise  # the server cuts the response short; nothing better is possible
             self.errors.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            await send_wrapper(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(_INTERNAL_ERROR)).encode()),
-                    ],
-                }
-            )
-            await send_wrapper({"type": "http.response.body", "body": _INTERNAL_ERROR})
+            await send_error(send_wrapper, 500, "internal_error", "Internal server error")
         finally:
             self.in_flight.dec()
             elapsed = time.perf_counter() - start
