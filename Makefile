@@ -16,6 +16,9 @@ PACKAGES := libs/common $(patsubst %/pyproject.toml,%,$(sort $(wildcard services
 # Linted folders that hold Python code (mypy refuses an empty one). Alembic's generated
 # revisions are left out of mypy as ruff's config leaves them out of ruff.
 LINT_PATHS := $(foreach d,libs services gateway bench scripts tests,$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
+# mypy checks one package at a time: each has a `tests` package of its own, and the others are
+# found installed (editable) in .venv, as at run time.
+MYPY_UNITS := $(PACKAGES) $(foreach d,bench scripts tests,$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
 
 .PHONY: help uv sync infra up migrate test lint format clean distclean
 
@@ -60,7 +63,10 @@ lint: sync ## ruff check, ruff format --check and mypy --strict
 	@status=0; \
 	echo "=== ruff check"; $(RUN) ruff check $(LINT_PATHS) || status=1; \
 	echo "=== ruff format --check"; $(RUN) ruff format --check $(LINT_PATHS) || status=1; \
-	echo "=== mypy --strict"; $(RUN) mypy --strict --exclude '/migrations/versions/' $(LINT_PATHS) || status=1; \
+	for unit in $(MYPY_UNITS); do \
+		echo "=== mypy --strict $$unit"; \
+		MYPYPATH=$$unit/src:$$unit $(RUN) mypy --strict --exclude '/migrations/versions/' $$unit || status=1; \
+	done; \
 	exit $$status
 
 format: sync ## apply ruff's formatting and safe fixes

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from factories import PASSWORD, bearer, link_token, login, make_admin, outbox_events, register
 from joserfc.jwk import ECKey
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from identity.app import create_app
 from identity.config import Settings
 from krika_common.testing.plugin import app_client, free_port, serving
+
+from .factories import PASSWORD, bearer, link_token, login, make_admin, outbox_events, register
 
 EDGE = "test-edge-secret"
 RESET = "identity.password_reset_requested"

@@ -4,12 +4,13 @@ import asyncio
 
 import httpx
 import pytest
-from factories import PASSWORD, bearer, login, new_email, outbox_events, register
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from identity.app import create_app
 from identity.config import Settings
 from krika_common.testing.plugin import app_client
+
+from .factories import PASSWORD, bearer, login, new_email, outbox_events, register
 
 
 async def test_register_answers_the_account_and_records_events(

@@ -3,11 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from factories import login, register
 from joserfc.jwk import RSAKey
 
 from krika_common.auth import JWKSClient, TokenVerifier
 from krika_common.testing.jwt import TestKeys
+
+from .factories import login, register
 
 
 async def test_jwks_publishes_active_and_previous_keys(

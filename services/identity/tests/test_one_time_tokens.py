@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import httpx
-from factories import PASSWORD, bearer, link_token, login, outbox_events, register
 from joserfc.jwk import ECKey
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .factories import PASSWORD, bearer, link_token, login, outbox_events, register
 
 NEW_PASSWORD = "Another-Secret-77"
 RESET = "identity.password_reset_requested"

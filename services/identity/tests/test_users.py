@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import httpx
-from factories import bearer, login, make_admin, outbox_events, register
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .factories import bearer, login, make_admin, outbox_events, register
 
 
 async def _admin(client: httpx.AsyncClient, engine: AsyncEngine) -> dict[str, str]:

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import httpx
-from factories import register
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from identity.config import Settings
 from identity.worker import create_worker_app
 from krika_common.testing.plugin import EventsObserver, app_client, eventually
+
+from .factories import register
 
 
 async def test_worker_publishes_what_identity_committed(
