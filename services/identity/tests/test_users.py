@@ -3,6 +3,8 @@ from __future__ import annotations
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from krika_common.pagination import encode_cursor
+
 from .factories import bearer, login, make_admin, outbox_events, register
 
 
@@ -63,9 +65,10 @@ async def test_admin_lists_users_with_a_cursor(
 
     providers = (await client.get("/users", headers=headers, params={"role": "provider"})).json()
     assert len(providers["items"]) == 4
-    bad = await client.get("/users", headers=headers, params={"cursor": "%%%"})
-    assert bad.status_code == 400
-    assert bad.json()["error"] == "invalid_cursor"
+    for cursor in ("%%%", encode_cursor("yesterday", "x"), encode_cursor(1, 2), encode_cursor("a")):
+        bad = await client.get("/users", headers=headers, params={"cursor": cursor})
+        assert bad.status_code == 400, cursor
+        assert bad.json()["error"] == "invalid_cursor"
 
 
 async def test_admin_changes_roles(client: httpx.AsyncClient, clean_db: AsyncEngine) -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from krika_common.errors import ServiceError
@@ -66,4 +66,28 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 # scope="function": commit happens before the response is sent, so a failed commit is a 500.
-Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+M = TypeVar("M", bound=SQLModel)
+
+
+async def get_by_id(
+    session: AsyncSession, model: type[M], key: Any, *, for_update: bool = False
+) -> M | None:
+    """The row of `model` with primary key `key`; `for_update` locks it (SELECT ... FOR UPDATE)
+    for the rest of the transaction - the way to read a row the use case is about to change."""
+    (primary_key,) = inspect(model).primary_key
+    stmt = select(model).where(primary_key == key)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.exec(stmt)).one_or_none()
+
+
+def database_check(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
+    """A readiness check (`app.state.readiness`): the database answers a query."""
+
+    async def database() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    return database

@@ -19,7 +19,6 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from redis.asyncio import Redis
-from sqlalchemy import text
 
 from identity.config import Settings
 from identity.endpoints import auth, users
@@ -28,7 +27,7 @@ from identity.security import Passwords, TokenHasher
 from identity.service import Identity
 from identity.throttle import LoginThrottle
 from krika_common.auth import StaticKeys, TokenVerifier
-from krika_common.db import make_engine, make_sessionmaker
+from krika_common.db import database_check, make_engine, make_sessionmaker
 from krika_common.telemetry import configure_logging, setup_tracing
 from krika_common.web import install_http
 
@@ -58,14 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             link_key=sealing_key,
         )
 
-        async def database() -> None:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-
         async def cache() -> None:
             await redis.ping()
 
-        app.state.readiness.update(database=database, redis=cache)
+        app.state.readiness.update(database=database_check(engine), redis=cache)
         try:
             yield
         finally:

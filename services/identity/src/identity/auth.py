@@ -15,12 +15,12 @@ from identity import repository
 from identity.models import Role, User
 from krika_common.access import AccountSuspended
 from krika_common.auth import CurrentUser
-from krika_common.db import Session
+from krika_common.db import SessionDep
 from krika_common.errors import Forbidden, raises
 
 
 @raises(Forbidden, AccountSuspended)
-async def acting_admin(principal: CurrentUser, session: Session) -> User:
+async def acting_admin(principal: CurrentUser, session: SessionDep) -> User:
     user = await repository.get_user(session, principal.id)
     if user is None or not user.is_active:
         raise AccountSuspended()
@@ -29,4 +29,4 @@ async def acting_admin(principal: CurrentUser, session: Session) -> User:
     return user
 
 
-Admin = Annotated[User, Depends(acting_admin)]
+AdminDep = Annotated[User, Depends(acting_admin)]

@@ -1,15 +1,18 @@
-"""Identity routes: parse, authorise, call the use case, answer."""
+"""Identity routes: parse, authorise, call the use case, answer.
+
+Endpoints return what the use case returns (ORM rows, token pairs); `response_model` turns it
+into the documented schema. Dependencies are the `*Dep` aliases.
+"""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response, status
 
 from identity import repository, service
-from identity.auth import Admin
+from identity.auth import AdminDep
 from identity.errors import (
     AccountSuspended,
     CannotModifySelf,
@@ -22,7 +25,7 @@ from identity.errors import (
     WeakPassword,
     WrongPassword,
 )
-from identity.models import Role, UserStatus
+from identity.models import Role, User, UserStatus
 from identity.schemas import (
     AdminUserOut,
     ChangePasswordIn,
@@ -42,10 +45,10 @@ from identity.security import PasswordHashingBusy
 from identity.service import Identity
 from identity.throttle import LoginThrottled
 from krika_common.auth import CurrentUser
-from krika_common.db import Session
+from krika_common.db import SessionDep
 from krika_common.edge import client_ip
 from krika_common.errors import responses
-from krika_common.pagination import InvalidCursor, Page, decode_cursor, encode_cursor
+from krika_common.pagination import InvalidCursor, Page
 from krika_common.schemas import Line
 
 
@@ -54,7 +57,7 @@ def get_identity(request: Request) -> Identity:
     return idt
 
 
-Ctx = Annotated[Identity, Depends(get_identity)]
+IdentityDep = Annotated[Identity, Depends(get_identity)]
 
 auth = APIRouter(prefix="/auth", tags=["auth"])
 users = APIRouter(prefix="/users", tags=["users"])
@@ -66,9 +69,9 @@ users = APIRouter(prefix="/users", tags=["users"])
     response_model=UserOut,
     responses=responses(EmailTaken, WeakPassword, PasswordHashingBusy),
 )
-async def register(body: RegisterIn, session: Session, idt: Ctx) -> UserOut:
+async def register(body: RegisterIn, session: SessionDep, idt: IdentityDep) -> User:
     """Create a customer or provider account; a verification e-mail follows."""
-    user = await service.register(
+    return await service.register(
         session,
         idt,
         email=body.email,
@@ -76,7 +79,6 @@ async def register(body: RegisterIn, session: Session, idt: Ctx) -> UserOut:
         full_name=body.full_name,
         role=body.role,
     )
-    return UserOut.model_validate(user)
 
 
 @auth.post(
@@ -84,7 +86,9 @@ async def register(body: RegisterIn, session: Session, idt: Ctx) -> UserOut:
     response_model=TokenPair,
     responses=responses(InvalidCredentials, AccountSuspended, LoginThrottled, PasswordHashingBusy),
 )
-async def login(body: LoginIn, request: Request, session: Session, idt: Ctx) -> TokenPair:
+async def login(
+    body: LoginIn, request: Request, session: SessionDep, idt: IdentityDep
+) -> TokenPair:
     """Exchange e-mail and password for an access token and a refresh token."""
     return await service.login(
         session, idt, email=body.email, password=body.password, ip=client_ip(request)
@@ -96,22 +100,22 @@ async def login(body: LoginIn, request: Request, session: Session, idt: Ctx) -> 
     response_model=TokenPair,
     responses=responses(InvalidRefreshToken, RefreshTokenReused, AccountSuspended),
 )
-async def refresh(body: RefreshIn, session: Session, idt: Ctx) -> TokenPair:
+async def refresh(body: RefreshIn, session: SessionDep, idt: IdentityDep) -> TokenPair:
     """Rotate a refresh token: the old one is spent, a new pair is returned."""
     return await service.refresh(session, idt, body.refresh_token)
 
 
 @auth.post("/logout", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-async def logout(body: RefreshIn, session: Session, idt: Ctx) -> Response:
+async def logout(body: RefreshIn, session: SessionDep, idt: IdentityDep) -> Response:
     """End the session the refresh token belongs to."""
     await service.logout(session, idt, body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @auth.post("/verify-email", response_model=UserOut, responses=responses(InvalidOneTimeToken))
-async def verify_email(body: VerifyEmailIn, session: Session, idt: Ctx) -> UserOut:
+async def verify_email(body: VerifyEmailIn, session: SessionDep, idt: IdentityDep) -> User:
     """Confirm the e-mail address with the token from the verification e-mail."""
-    return UserOut.model_validate(await service.verify_email(session, idt, body.token))
+    return await service.verify_email(session, idt, body.token)
 
 
 @auth.post(
@@ -120,7 +124,7 @@ async def verify_email(body: VerifyEmailIn, session: Session, idt: Ctx) -> UserO
     response_class=Response,
     responses=responses(UserNotFound),
 )
-async def resend_verification(user: CurrentUser, session: Session, idt: Ctx) -> Response:
+async def resend_verification(user: CurrentUser, session: SessionDep, idt: IdentityDep) -> Response:
     """Send a new verification e-mail (earlier links stop working)."""
     await service.resend_verification(session, idt, user.id)
     return Response(status_code=status.HTTP_202_ACCEPTED)
@@ -128,7 +132,7 @@ async def resend_verification(user: CurrentUser, session: Session, idt: Ctx) -> 
 
 @auth.post("/forgot-password", status_code=status.HTTP_202_ACCEPTED, response_class=Response)
 async def forgot_password(
-    body: ForgotPasswordIn, request: Request, background: BackgroundTasks, idt: Ctx
+    body: ForgotPasswordIn, request: Request, background: BackgroundTasks, idt: IdentityDep
 ) -> Response:
     """Ask for a password-reset e-mail; the answer is the same whether the account exists or not.
 
@@ -146,24 +150,22 @@ async def forgot_password(
     response_class=Response,
     responses=responses(InvalidOneTimeToken, WeakPassword, PasswordHashingBusy),
 )
-async def reset_password(body: ResetPasswordIn, session: Session, idt: Ctx) -> Response:
+async def reset_password(body: ResetPasswordIn, session: SessionDep, idt: IdentityDep) -> Response:
     """Set a new password with the token from the reset e-mail; every session is ended."""
     await service.reset_password(session, idt, body.token, body.password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @users.get("/me", response_model=UserOut, responses=responses(UserNotFound))
-async def get_me(user: CurrentUser, session: Session) -> UserOut:
+async def get_me(user: CurrentUser, session: SessionDep) -> User:
     """The caller's own account."""
-    return UserOut.model_validate(await service.active_user(session, user.id))
+    return await service.active_user(session, user.id)
 
 
 @users.patch("/me", response_model=UserOut, responses=responses(UserNotFound))
-async def update_me(body: UpdateMeIn, user: CurrentUser, session: Session) -> UserOut:
+async def update_me(body: UpdateMeIn, user: CurrentUser, session: SessionDep) -> User:
     """Change the caller's profile."""
-    return UserOut.model_validate(
-        await service.update_me(session, user.id, full_name=body.full_name)
-    )
+    return await service.update_me(session, user.id, full_name=body.full_name)
 
 
 @users.post(
@@ -173,7 +175,7 @@ async def update_me(body: UpdateMeIn, user: CurrentUser, session: Session) -> Us
     responses=responses(WrongPassword, WeakPassword, PasswordHashingBusy, UserNotFound),
 )
 async def change_password(
-    body: ChangePasswordIn, user: CurrentUser, session: Session, idt: Ctx
+    body: ChangePasswordIn, user: CurrentUser, session: SessionDep, idt: IdentityDep
 ) -> Response:
     """Change the password; every session (refresh token) is ended."""
     await service.change_password(session, idt, user.id, body.current_password, body.new_password)
@@ -182,33 +184,17 @@ async def change_password(
 
 @users.get("", response_model=Page[AdminUserOut], responses=responses(InvalidCursor))
 async def list_users(
-    _: Admin,
-    session: Session,
+    _: AdminDep,
+    session: SessionDep,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     role: Role | None = None,
     status: UserStatus | None = None,
     email: Annotated[Line | None, Query(max_length=320)] = None,
-) -> Page[AdminUserOut]:
+) -> Page[User]:
     """Admin: list users, newest first, filtered by role, status or part of the e-mail."""
-    after = None
-    if cursor is not None:
-        created_at, user_id = decode_cursor(cursor, 2)
-        try:
-            after = (datetime.fromisoformat(created_at), uuid.UUID(user_id))
-        except (TypeError, ValueError) as exc:
-            raise InvalidCursor() from exc
-    rows = await repository.list_users(
-        session, limit=limit + 1, after=after, role=role, status=status, email_contains=email
-    )
-    page = rows[:limit]
-    next_cursor = (
-        encode_cursor(page[-1].created_at.isoformat(), str(page[-1].id))
-        if len(rows) > limit
-        else None
-    )
-    return Page[AdminUserOut](
-        items=[AdminUserOut.model_validate(u) for u in page], next_cursor=next_cursor
+    return await repository.list_users(
+        session, cursor=cursor, limit=limit, role=role, status=status, email_contains=email
     )
 
 
@@ -217,12 +203,12 @@ async def list_users(
     response_model=AdminUserOut,
     responses=responses(UserNotFound),
 )
-async def get_user(user_id: uuid.UUID, _: Admin, session: Session) -> AdminUserOut:
+async def get_user(user_id: uuid.UUID, _: AdminDep, session: SessionDep) -> User:
     """Admin: one user."""
     user = await repository.get_user(session, user_id)
     if user is None:
         raise UserNotFound()
-    return AdminUserOut.model_validate(user)
+    return user
 
 
 @users.put(
@@ -231,12 +217,10 @@ async def get_user(user_id: uuid.UUID, _: Admin, session: Session) -> AdminUserO
     responses=responses(UserNotFound, CannotModifySelf),
 )
 async def set_roles(
-    user_id: uuid.UUID, body: SetRolesIn, admin: Admin, session: Session
-) -> AdminUserOut:
+    user_id: uuid.UUID, body: SetRolesIn, admin: AdminDep, session: SessionDep
+) -> User:
     """Admin: replace a user's roles; their current tokens are refused until they refresh."""
-    return AdminUserOut.model_validate(
-        await service.set_roles(session, admin.id, user_id, body.roles)
-    )
+    return await service.set_roles(session, admin.id, user_id, body.roles)
 
 
 @users.post(
@@ -245,12 +229,10 @@ async def set_roles(
     responses=responses(UserNotFound, CannotModifySelf),
 )
 async def suspend(
-    user_id: uuid.UUID, body: SuspendIn, admin: Admin, session: Session
-) -> AdminUserOut:
+    user_id: uuid.UUID, body: SuspendIn, admin: AdminDep, session: SessionDep
+) -> User:
     """Admin: suspend a user; their sessions end and their access is refused."""
-    return AdminUserOut.model_validate(
-        await service.suspend(session, admin.id, user_id, body.reason)
-    )
+    return await service.suspend(session, admin.id, user_id, body.reason)
 
 
 @users.post(
@@ -258,6 +240,6 @@ async def suspend(
     response_model=AdminUserOut,
     responses=responses(UserNotFound),
 )
-async def reinstate(user_id: uuid.UUID, _: Admin, session: Session) -> AdminUserOut:
+async def reinstate(user_id: uuid.UUID, _: AdminDep, session: SessionDep) -> User:
     """Admin: lift a suspension (the user logs in again)."""
-    return AdminUserOut.model_validate(await service.reinstate(session, user_id))
+    return await service.reinstate(session, user_id)

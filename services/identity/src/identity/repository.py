@@ -5,20 +5,19 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, any_, or_, update
+from sqlalchemy import any_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from identity.models import OneTimeToken, RefreshToken, User
+from krika_common.db import get_by_id
+from krika_common.pagination import Page, keyset_page
 
 
 async def get_user(
     session: AsyncSession, user_id: uuid.UUID, *, for_update: bool = False
 ) -> User | None:
-    stmt = select(User).where(col(User.id) == user_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    return (await session.exec(stmt)).one_or_none()
+    return await get_by_id(session, User, user_id, for_update=for_update)
 
 
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
@@ -29,22 +28,14 @@ async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
 async def list_users(
     session: AsyncSession,
     *,
+    cursor: str | None,
     limit: int,
-    after: tuple[datetime, uuid.UUID] | None,
     role: str | None,
     status: str | None,
     email_contains: str | None,
-) -> list[User]:
-    """Newest first; keyset pagination on (created_at, id)."""
+) -> Page[User]:
+    """Newest first (keyset on created_at, id)."""
     stmt = select(User)
-    if after is not None:
-        created_at, user_id = after
-        stmt = stmt.where(
-            or_(
-                col(User.created_at) < created_at,
-                and_(col(User.created_at) == created_at, col(User.id) < user_id),
-            )
-        )
     if role is not None:
         stmt = stmt.where(role == any_(col(User.roles)))
     if status is not None:
@@ -54,8 +45,8 @@ async def list_users(
             email_contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         )
         stmt = stmt.where(col(User.email).like(f"%{escaped}%", escape="\\"))
-    stmt = stmt.order_by(col(User.created_at).desc(), col(User.id).desc()).limit(limit)
-    return list((await session.exec(stmt)).all())
+    keys = (col(User.created_at), col(User.id))
+    return await keyset_page(session, stmt, keys, cursor=cursor, limit=limit)
 
 
 async def get_refresh_token_for_update(

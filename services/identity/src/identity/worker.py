@@ -14,10 +14,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from sqlalchemy import text
 
 from identity.config import Settings
-from krika_common.db import make_engine, make_sessionmaker
+from krika_common.db import database_check, make_engine, make_sessionmaker
 from krika_common.events import EventBus, OutboxRelay, run_retention
 from krika_common.server import serve
 from krika_common.telemetry import configure_logging, setup_tracing
@@ -53,11 +52,7 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
             ),
         ]
 
-        async def database() -> None:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-
-        app.state.readiness.update(database=database, broker=bus.check_ready)
+        app.state.readiness.update(database=database_check(engine), broker=bus.check_ready)
         try:
             yield
         finally:
