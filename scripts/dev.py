@@ -31,7 +31,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from krika_common.config import redact_url
+from krika_common.server import free_port, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
@@ -193,15 +195,6 @@ def readable(line: str) -> str:
     return "\n".join([f"{text}{record['message']} {extra}".rstrip(), *blocks])
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 # --------------------------------------------------------------------------- the plan
 
 
@@ -289,14 +282,6 @@ def environment(
 
 
 # --------------------------------------------------------------------------- backing servers
-
-
-def _tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        socket.create_connection((host, port), timeout).close()
-    except OSError:
-        return False
-    return True
 
 
 def _is_local(host: str) -> bool:
@@ -435,7 +420,7 @@ async def ensure_backing(kind: Backing, url: str) -> None:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or kind.default_port
     where = f"{kind.name} at {host}:{port}"
-    listening = await asyncio.to_thread(_tcp_open, host, port)
+    listening = await asyncio.to_thread(port_open, host, port)
     if listening:
         problem = await _probe(kind, url)
         if problem is None:
@@ -443,7 +428,7 @@ async def ensure_backing(kind: Backing, url: str) -> None:
             return
         raise SetupError(
             f"{where} is listening but does not answer as expected ({problem}); "
-            f"check the URL and credentials ({redact(url)})"
+            f"check the URL and credentials ({redact_url(url)})"
         )
     if not _is_local(host):
         state = "is not on this machine, so it is not started here"
@@ -481,7 +466,7 @@ async def ensure_backing(kind: Backing, url: str) -> None:
     deadline = time.monotonic() + kind.boot_seconds
     last = "not listening"
     while time.monotonic() < deadline:
-        if await asyncio.to_thread(_tcp_open, host, port):
+        if await asyncio.to_thread(port_open, host, port):
             answer = await _probe(kind, url)
             if answer is None:
                 console.say(f"{kind.name:<10} {host}:{port} started")
@@ -596,7 +581,7 @@ async def ensure_database(url: str) -> None:
 
     name = urlsplit(url).path.lstrip("/")
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
-        raise SetupError(f"unexpected database name {name!r} in {redact(url)}")
+        raise SetupError(f"unexpected database name {name!r} in {redact_url(url)}")
     conn = await asyncpg.connect(_libpq_url(url, "postgres"), timeout=5)
     try:
         if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
@@ -782,13 +767,7 @@ class Interrupt:
 
 
 def _port_in_use(port: int) -> bool:
-    return _tcp_open("127.0.0.1", port, timeout=0.3)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return port_open("127.0.0.1", port, timeout=0.3)
 
 
 def _uvicorn(app: str, port: int) -> list[str]:
@@ -802,12 +781,12 @@ def _uvicorn(app: str, port: int) -> list[str]:
 async def start_mongo(supervisor: Supervisor) -> dict[str, str]:
     """MONGODB_URL when given; else an nx-27017 child on 27017 (or a free port)."""
     if url := os.environ.get("MONGODB_URL"):
-        console.say(f"MongoDB    {redact(url)} (MONGODB_URL)")
+        console.say(f"MongoDB    {redact_url(url)} (MONGODB_URL)")
         return {}
     exe = Path(sys.executable).with_name("nx-27017")
     if not exe.is_file():
         raise SetupError(f"{exe} is missing: run `make sync` (nx-27017 is a dev dependency)")
-    port = 27017 if not _port_in_use(27017) else _free_port()
+    port = 27017 if not _port_in_use(27017) else free_port()
     data = LOCAL / "mongo"
     (LOCAL / "run").mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)
@@ -959,7 +938,7 @@ def print_urls(up: list[Endpoint], env: Mapping[str, str]) -> None:
             local = endpoint.url.replace("127.0.0.1", "localhost")
             console.say(f"  {endpoint.name:<16} {local}")
     if "MONGODB_URL" in env:
-        console.say(f"  {'MongoDB':<16} {redact(env['MONGODB_URL'])}")
+        console.say(f"  {'MongoDB':<16} {redact_url(env['MONGODB_URL'])}")
     console.say("Ctrl-C stops everything.")
 
 

@@ -78,11 +78,11 @@ from gateway.app import create_app as create_gateway
 from gateway.config import RateLimit
 from gateway.config import Settings as GatewaySettings
 from krika_common.config import KrikaSettings
+from krika_common.server import free_port
 from krika_common.testing.plugin import (
     alembic_upgrade,
     create_database,
     drop_database,
-    free_port,
     serving,
 )
 

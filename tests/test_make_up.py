@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,8 @@ from typing import IO
 import httpx
 import pytest
 
+from krika_common.server import port_open
+
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = "http://127.0.0.1:8000"
 PORTS = {8000: "gateway", 8001: "identity", 9000: "gateway (operations)", 9001: "identity-worker"}
@@ -29,11 +30,7 @@ STOP_TIMEOUT = 20.0
 
 
 def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.3).close()
-    except OSError:
-        return False
-    return True
+    return port_open("127.0.0.1", port, timeout=0.3)
 
 
 def tail(log: IO[bytes], lines: int = 60) -> str:

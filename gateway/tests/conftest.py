@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 from gateway.app import create_app
 from gateway.config import RateLimit, Settings
 from krika_common.events import EventBus
+from krika_common.server import free_port
 from krika_common.testing.jwt import TestKeys
-from krika_common.testing.plugin import free_port
 
 from .upstreams import Upstreams, catalog_app, echo_app, identity_app, serve
 

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.config import RateLimit
-from krika_common.testing.plugin import free_port
+from krika_common.server import free_port
 
 from .conftest import StartGateway
 from .upstreams import Upstreams

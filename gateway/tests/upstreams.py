@@ -24,9 +24,8 @@ from pydantic import BaseModel, create_model
 from starlette.types import ASGIApp
 
 from krika_common.config import HttpLimits
-from krika_common.server import listen, uvicorn_options
+from krika_common.server import free_port, listen, uvicorn_options
 from krika_common.testing.jwt import TestKeys
-from krika_common.testing.plugin import free_port
 
 MIB = 1024 * 1024
 GATE_TIMEOUT = 15.0

@@ -13,7 +13,6 @@ or, from a trusted proxy, the right-most address in X-Forwarded-For that is not 
 from __future__ import annotations
 
 import ipaddress
-import os
 import time
 from dataclasses import dataclass
 
@@ -43,7 +42,12 @@ from krika_common.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from krika_common.telemetry import trace_id_from_traceparent, trace_id_var, tracing_enabled
+from krika_common.telemetry import (
+    new_traceparent,
+    trace_id_from_traceparent,
+    trace_id_var,
+    tracing_enabled,
+)
 
 TOKEN_VERIFICATIONS = Counter(
     "gateway_token_verifications_total",
@@ -105,9 +109,9 @@ def outgoing_traceparent(incoming: bytes | None) -> bytes:
             return carrier["traceparent"].encode()
     if incoming is not None and trace_id_from_traceparent(incoming.decode("latin-1")):
         return incoming
-    ids = os.urandom(24).hex()
-    trace_id_var.set(ids[:32])
-    return f"00-{ids[:32]}-{ids[32:]}-01".encode()
+    minted = new_traceparent()
+    trace_id_var.set(minted[3:35])
+    return minted.encode()
 
 
 class TrustedProxies:

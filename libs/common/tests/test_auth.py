@@ -19,8 +19,8 @@ from krika_common.auth import CurrentUser, Principal, require_role
 from krika_common.config import KrikaSettings
 from krika_common.events import Envelope, UserReinstated, UserRolesChanged, UserSuspended
 from krika_common.schemas import Input
+from krika_common.server import free_port
 from krika_common.testing.jwt import TestKeys
-from krika_common.testing.plugin import free_port
 from krika_common.web import install_http
 
 Admin = Annotated[Principal, Depends(require_role("admin"))]

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from identity.app import create_app
 from identity.config import Settings
-from krika_common.testing.plugin import app_client, free_port, serving
+from krika_common.server import free_port
+from krika_common.testing.plugin import app_client, serving
 
 from .factories import PASSWORD, bearer, link_token, login, make_admin, outbox_events, register
 

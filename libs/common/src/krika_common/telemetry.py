@@ -50,6 +50,12 @@ _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def new_traceparent(trace_id: str | None = None) -> str:
+    """A W3C traceparent: of a new trace, or a new parent span id in `trace_id`'s trace."""
+    ids = os.urandom(24).hex()
+    return f"00-{trace_id or ids[:32]}-{ids[32:]}-01"
+
+
 def trace_id_from_traceparent(value: str | None) -> str | None:
     if not value:
         return None

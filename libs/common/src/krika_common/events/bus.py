@@ -37,7 +37,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 from yarl import URL
 
-from krika_common.config import KrikaSettings
+from krika_common.config import KrikaSettings, redact_url
 from krika_common.events.envelope import Envelope
 from krika_common.events.tracing import TRACEPARENT, consumer_context, current_traceparent
 
@@ -71,12 +71,6 @@ class BrokerUnavailable(ConnectionError):
 
 def error_text(exc: BaseException, limit: int = 1000) -> str:
     return f"{type(exc).__name__}: {exc}"[:limit]
-
-
-def safe_url(url: str) -> str:
-    """The AMQP URL without its password, for logs."""
-    parsed = URL(url)
-    return str(parsed.with_password("***") if parsed.password else parsed)
 
 
 def _attempt(headers: Mapping[str, Any]) -> int:
@@ -192,11 +186,11 @@ class EventBus:
                 attempt += 1
                 delay = min(5.0, 0.25 * 2.0**attempt) * random.uniform(0.5, 1.0)  # noqa: S311
                 if deadline is not None and time.monotonic() + delay > deadline:
-                    log.error("broker %s unreachable, giving up", safe_url(self.amqp_url))
+                    log.error("broker %s unreachable, giving up", redact_url(self.amqp_url))
                     raise BrokerUnavailable(self._scrub(error_text(exc))) from None
                 log.warning(
                     "broker %s unreachable (attempt %d: %s); retrying in %.1fs",
-                    safe_url(self.amqp_url),
+                    redact_url(self.amqp_url),
                     attempt,
                     self._scrub(error_text(exc)),
                     delay,
@@ -206,7 +200,7 @@ class EventBus:
         self._publish_channel = publish_channel
         self._consume_channel = consume_channel
         self._exchange = exchange
-        log.info("connected to broker %s", safe_url(self.amqp_url))
+        log.info("connected to broker %s", redact_url(self.amqp_url))
 
     def _scrub(self, text: str) -> str:
         password = URL(self.amqp_url).password

@@ -7,11 +7,11 @@ request's `traceparent` that telemetry's middleware logged) and consumers log it
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from krika_common.telemetry import (
+    new_traceparent,
     request_id_var,
     trace_id_from_traceparent,
     trace_id_var,
@@ -35,7 +35,7 @@ def current_traceparent() -> str | None:
     if trace_id is None:
         return None
     # No span of ours exists: mint a parent id so the trace id (what logs join on) carries on.
-    return f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    return new_traceparent(trace_id)
 
 
 def _header_str(headers: Mapping[str, Any], name: str) -> str | None:

@@ -44,7 +44,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import ASGIApp
 
 from krika_common.config import HttpLimits
-from krika_common.server import uvicorn_options
+from krika_common.server import free_port, uvicorn_options
 from krika_common.testing.jwt import TestKeys
 
 if TYPE_CHECKING:
@@ -68,12 +68,6 @@ def _docker_answers() -> bool:
         return probe.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -156,14 +150,6 @@ def mongodb_url() -> Iterator[str]:
         finally:
             proc.terminate()
             proc.wait(10)
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.2).close()
-    except OSError:
-        return False
-    return True
 
 
 def _asyncpg_dsn(url: str) -> str:
