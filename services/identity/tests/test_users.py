@@ -3,6 +3,8 @@ from __future__ import annotations
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from identity.cli import grant_admin
+from identity.config import Settings
 from krika_common.pagination import encode_cursor
 
 from .factories import bearer, login, make_admin, outbox_events, register
@@ -142,3 +144,18 @@ async def test_unknown_user_is_404(client: httpx.AsyncClient, clean_db: AsyncEng
     response = await client.get("/users/00000000-0000-0000-0000-000000000000", headers=headers)
     assert response.status_code == 404
     assert response.json()["error"] == "user_not_found"
+
+
+async def test_grant_admin_bootstraps_an_admin_like_an_admin_would(
+    client: httpx.AsyncClient, clean_db: AsyncEngine, settings: Settings
+) -> None:
+    user = await register(client)
+    assert await grant_admin(settings, user["email"].upper())
+    assert not await grant_admin(settings, "nobody@example.com")
+    tokens = await login(client, user["email"])
+    listing = await client.get("/users", headers=bearer(tokens))
+    assert listing.status_code == 200
+    events = await outbox_events(clean_db, "identity.user_roles_changed")
+    assert [(e["data"]["roles"], e["data"]["token_version"]) for e in events] == [
+        (["admin", "customer"], 1)
+    ]

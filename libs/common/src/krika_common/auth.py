@@ -28,6 +28,7 @@ from krika_common.access import (
     TokenRevoked,
 )
 from krika_common.errors import BadRequest, Forbidden, Unauthorized, raises
+from krika_common.telemetry import user_id_var
 
 ALLOWED_ALGORITHMS = ("RS256",)
 
@@ -227,6 +228,7 @@ async def current_user(request: Request, _: Annotated[object, Depends(bearer_sch
     principal = await verifier.verify(token)
     if (marks := _marks(request)) is not None:
         await marks.check(principal, fail_closed=False)
+    user_id_var.set(str(principal.id))  # the request's log lines carry the caller
     return principal
 
 

@@ -9,21 +9,22 @@ import argparse
 import asyncio
 import sys
 
-from identity import repository
+from identity import repository, service
 from identity.config import Settings
 from identity.models import Role
-from krika_common.db import make_engine, make_sessionmaker, utcnow
+from krika_common.db import make_engine, make_sessionmaker
 
 
 async def grant_admin(settings: Settings, email: str) -> bool:
+    """Add the admin role, as an admin's `PUT /users/{id}/roles` would (same event)."""
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         async with make_sessionmaker(engine)() as session, session.begin():
             user = await repository.get_user_by_email(session, email.lower())
             if user is None:
                 return False
-            user.roles = sorted({*user.roles, Role.admin.value})
-            user.updated_at = utcnow()
+            roles = [Role(r) for r in {*user.roles, Role.admin.value}]
+            await service.set_roles(session, user.id, user.id, roles)
             return True
     finally:
         await engine.dispose()
