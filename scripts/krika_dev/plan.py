@@ -52,7 +52,7 @@ class Sidecar:
         return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
 
 
-# The Paystack sandbox (a local emulation of api.paystack.co, see ARCHITECTURE.md §6) will live
+# The Paystack sandbox (a local emulation of api.paystack.co, see docs/architecture.md §9) will live
 # in services/payments. It joins `make up` by itself once `payments/sandbox.py` (or package)
 # exists, and payments is pointed at it. Adjust the app path or variable names here when
 # payments lands; its shared secret key goes into DEV_SECRETS below.
