@@ -1,9 +1,9 @@
 """The deploy files keep up with the services: every service under services/, and the gateway,
 has its entries in docker-stack.yml, a Prometheus scrape job and panels on the Grafana dashboard.
 
-Pure file checks, no servers. Services are found the way scripts/dev.py finds them: a folder
+Pure file checks, no servers. Services are found the way the launcher finds them: a folder
 services/<svc> with a pyproject.toml is a service, an alembic.ini gives it migrations and
-src/<svc>/worker.py a worker. Ports come from scripts/dev.py (PORTS, WORKER_PORT_OFFSET,
+src/<svc>/worker.py a worker. Ports come from scripts/krika_dev/plan.py (PORTS, WORKER_PORT_OFFSET,
 GATEWAY_OPS_PORT), read from its source.
 
 For each service:
@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "docker-stack.yml"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "krika-services.json"
-DEV = ROOT / "scripts" / "dev.py"
+DEV = ROOT / "scripts" / "krika_dev" / "plan.py"
 
 # What every process exports through krika_common.telemetry (label `service`), and what a worker's
 # outbox relay exports under the service's name.
@@ -63,7 +63,7 @@ SERVICES = sorted(p.parent.name for p in (ROOT / "services").glob("*/pyproject.t
 
 
 def dev_constants() -> dict[str, Any]:
-    """scripts/dev.py's module-level constants (literals only), read without running it."""
+    """The launcher's literal constants (scripts/krika_dev/plan.py), read without running it."""
     constants: dict[str, Any] = {}
     for node in ast.parse(DEV.read_text()).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
@@ -330,11 +330,13 @@ def test_services_are_discovered() -> None:
 @pytest.mark.parametrize("svc", SERVICES)
 def test_service_has_its_deploy_entries(deploy: Deploy, svc: str) -> None:
     port = deploy.ports.get(svc)
-    assert port is not None, f"services/{svc} has no port: add it to PORTS in scripts/dev.py"
+    assert port is not None, (
+        f"services/{svc} has no port: add it to PORTS in scripts/krika_dev/plan.py"
+    )
     has_worker = (ROOT / "services" / svc / "src" / svc / "worker.py").is_file()
 
     problems = [*stack_problems(deploy, svc, port), *label_problems(svc)]
-    problems += scrape_problem(deploy, svc, port, "its port in scripts/dev.py PORTS")
+    problems += scrape_problem(deploy, svc, port, "its port in scripts/krika_dev/plan.py PORTS")
     problems += dashboard_problems(deploy, svc, HTTP_METRICS, "its HTTP metrics")
     if has_worker:
         worker_port = port + deploy.worker_offset
@@ -360,7 +362,7 @@ def test_gateway_has_its_deploy_entries(deploy: Deploy) -> None:
         if ops is not None and ops != str(deploy.gateway_ops_port):
             problems.append(
                 f"docker-stack.yml: `gateway` has GATEWAY_OPS_PORT={ops},"
-                f" not {deploy.gateway_ops_port} (scripts/dev.py GATEWAY_OPS_PORT)"
+                f" not {deploy.gateway_ops_port} (scripts/krika_dev/plan.py GATEWAY_OPS_PORT)"
             )
     problems += scrape_problem(
         deploy, "gateway", deploy.gateway_ops_port, "its operations port, GATEWAY_OPS_PORT"
