@@ -19,7 +19,8 @@ from identity.app import create_app as create_identity
 from identity.config import Settings as IdentitySettings
 from krika_common.db import make_sessionmaker
 from krika_common.events import EventBus, OutboxRelay
-from krika_common.testing.plugin import eventually, serving
+from krika_common.testing import eventually
+from krika_common.testing.http import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -79,12 +79,8 @@ from gateway.config import RateLimit
 from gateway.config import Settings as GatewaySettings
 from krika_common.config import KrikaSettings
 from krika_common.server import free_port
-from krika_common.testing.plugin import (
-    alembic_upgrade,
-    create_database,
-    drop_database,
-    serving,
-)
+from krika_common.testing.databases import alembic_upgrade, create_database, drop_database
+from krika_common.testing.http import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES_DIR = ROOT / "services"

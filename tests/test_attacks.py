@@ -7,7 +7,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from krika_common.testing.plugin import eventually
+from krika_common.testing import eventually
 
 PASSWORD = "Correct-Horse-42"
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from krika_common.events import Envelope, EventBus, UserSuspended
-from krika_common.testing.plugin import eventually
+from krika_common.testing import eventually
 
 from .conftest import StartGateway
 from .upstreams import Upstreams

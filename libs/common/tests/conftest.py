@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from krika_common.db import make_sessionmaker
 from krika_common.events import InboxMessage, OutboxMessage
-from krika_common.testing.plugin import create_database, drop_database
+from krika_common.testing.databases import create_database, drop_database
 
 # No unique key on purpose: a handler that ran twice shows as two rows.
 _handled = Table(

@@ -124,7 +124,7 @@ async def test_marks_follow_identitys_events(
         UserRolesChanged(user_id=user, roles=["provider"], changed_at=now, token_version=4),
     ):
         await bus.publish(Envelope.wrap(data, producer="identity"))
-    from krika_common.testing.plugin import eventually
+    from krika_common.testing import eventually
 
     async def at_version_4() -> bool:
         return await redis_client.hget(mark_key(user), "v") == b"4"

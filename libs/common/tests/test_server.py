@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from yarl import URL
 
 from krika_common.config import HttpLimits, KrikaSettings
-from krika_common.testing.plugin import serving
+from krika_common.testing.http import serving
 from krika_common.web import install_http
 
 LIMITS = HttpLimits(

@@ -15,7 +15,7 @@ from krika_common.config import DEV_PLACEHOLDER, KrikaSettings
 from krika_common.edge import client_ip
 from krika_common.errors import Conflict, responses
 from krika_common.schemas import Input, Line
-from krika_common.testing.plugin import serving
+from krika_common.testing.http import serving
 from krika_common.web import install_http
 
 EDGE = "edge-secret-for-tests"

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from identity.app import create_app
 from identity.config import Settings
-from krika_common.testing.plugin import app_client
+from krika_common.testing.http import app_client
 
 HERE = Path(__file__).resolve().parent
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from identity.app import create_app
 from identity.config import Settings
 from krika_common.server import free_port
-from krika_common.testing.plugin import app_client, serving
+from krika_common.testing.http import app_client, serving
 
 from .factories import PASSWORD, bearer, link_token, login, make_admin, outbox_events, register
 
@@ -335,7 +335,7 @@ async def test_forgot_password_answers_before_looking_the_account_up(
         async def mailed() -> bool:
             return len(await outbox_events(clean_db, RESET)) == 1
 
-        from krika_common.testing.plugin import eventually
+        from krika_common.testing import eventually
 
         await eventually(mailed, what="the reset event")
     assert uuid.UUID(user["id"])

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from identity.app import create_app
 from identity.config import Settings
-from krika_common.testing.plugin import app_client
+from krika_common.testing.http import app_client
 
 from .factories import PASSWORD, bearer, login, new_email, outbox_events, register
 

@@ -6,7 +6,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from identity.config import Settings
 from identity.worker import create_worker_app
-from krika_common.testing.plugin import EventsObserver, app_client, eventually
+from krika_common.testing import eventually
+from krika_common.testing.broker import EventsObserver
+from krika_common.testing.http import app_client
 
 from .factories import register
 
