@@ -22,12 +22,13 @@ from krika_common.events import (
     Envelope,
     EventBus,
     EventData,
+    InboxHandlers,
     InboxMessage,
-    inbox_handler,
 )
-from krika_common.events.bus import EVENTS_DEAD_LETTERED, EVENTS_FAILED
+from krika_common.events.bus import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, EVENTS_FAILED
 from krika_common.telemetry import request_id_var, trace_id_var
-from krika_common.testing.plugin import TcpProxy, eventually, queue_depth
+from krika_common.testing import eventually
+from krika_common.testing.broker import TcpProxy, queue_depth
 
 Sessionmaker = async_sessionmaker[AsyncSession]
 
@@ -79,24 +80,19 @@ async def take_one(amqp_url: str, queue: str) -> AbstractIncomingMessage:
 async def test_duplicate_delivery_runs_the_handler_effect_once_and_acks_both(
     sessionmaker: Sessionmaker, event_bus_factory: Callable[..., EventBus], amqp_url: str
 ) -> None:
-    deliveries = 0
-    transactional = inbox_handler(sessionmaker, "test.handled", write_handled)
-
-    async def handler(envelope: Envelope) -> None:
-        nonlocal deliveries
-        await transactional(envelope)
-        deliveries += 1
-
+    handlers = InboxHandlers()
+    handlers.add("test.bus_ping", "test.handled", write_handled)
     bus = event_bus_factory()
-    bus.subscribe("test.bus_ping", handler)
+    handlers.subscribe(bus, sessionmaker)
     await bus.connect()
     await bus.start()
+    consumed = consumed_counter(bus)
     envelope = ping()
 
     await bus.publish(envelope)
     await bus.publish(envelope)
 
-    await eventually(lambda: deliveries == 2, what="both deliveries handled")
+    await eventually(lambda: consumed() == 2, what="both deliveries settled")
     assert await handled_count(sessionmaker, envelope.id) == 1
     assert await inbox_count(sessionmaker) == 1
     await bus.close()  # anything left unacknowledged would go back to the queue
@@ -107,7 +103,9 @@ async def test_failed_handler_rolls_back_its_effect_and_inbox_row_then_retry_suc
     sessionmaker: Sessionmaker, event_bus_factory: Callable[..., EventBus], amqp_url: str
 ) -> None:
     runs = 0
+    handlers = InboxHandlers()
 
+    @handlers.on(BusPing, consumer="test.flaky")
     async def fails_the_first_time(session: AsyncSession, envelope: Envelope) -> None:
         nonlocal runs
         runs += 1
@@ -116,7 +114,7 @@ async def test_failed_handler_rolls_back_its_effect_and_inbox_row_then_retry_suc
             raise RuntimeError("database hiccup")
 
     bus = event_bus_factory()
-    bus.subscribe("test.bus_ping", inbox_handler(sessionmaker, "test.flaky", fails_the_first_time))
+    handlers.subscribe(bus, sessionmaker)
     await bus.connect()
     await bus.start()
     envelope = ping()
@@ -129,6 +127,70 @@ async def test_failed_handler_rolls_back_its_effect_and_inbox_row_then_retry_suc
     assert runs == 2
     assert await handled_count(sessionmaker, envelope.id) == 1
     assert await inbox_count(sessionmaker) == 1
+
+
+async def test_a_failing_event_in_a_batch_is_retried_alone_and_the_rest_commit_once(
+    sessionmaker: Sessionmaker, event_bus_factory: Callable[..., EventBus]
+) -> None:
+    failures = 0
+    handlers = InboxHandlers()
+    handlers.add("test.bus_ping", "test.handled", write_handled)
+
+    @handlers.on(BusPing, consumer="test.second")
+    async def fails_on_13_once(session: AsyncSession, envelope: Envelope) -> None:
+        nonlocal failures
+        if envelope.data["n"] == 13 and failures == 0:
+            failures += 1
+            raise RuntimeError("not yet")
+
+    bus = event_bus_factory(retry_delays=(0.2,))
+    handlers.subscribe(bus, sessionmaker)
+    await bus.connect()
+    await bus.start()
+    publisher = event_bus_factory("publisher")
+    await publisher.connect()
+    envelopes = [ping(n) for n in range(40)]
+    consumed = consumed_counter(bus)
+
+    await asyncio.gather(*(publisher.publish(e) for e in envelopes))
+
+    await eventually(lambda: consumed() == 40, what="every event handled")
+    assert failures == 1
+    for envelope in envelopes:
+        assert await handled_count(sessionmaker, envelope.id) == 1
+    # Two consumers, each recorded once per event.
+    assert await inbox_count(sessionmaker) == 80
+
+
+async def test_batched_consumer_handles_events_in_publication_order(
+    sessionmaker: Sessionmaker, event_bus_factory: Callable[..., EventBus]
+) -> None:
+    seen: list[int] = []
+    handlers = InboxHandlers()
+
+    @handlers.on(BusPing, consumer="test.ordered")
+    async def record(session: AsyncSession, envelope: Envelope) -> None:
+        seen.append(envelope.data["n"])
+
+    bus = event_bus_factory(prefetch=64)
+    handlers.subscribe(bus, sessionmaker, max_batch=16)
+    await bus.connect()
+    await bus.start()
+    publisher = event_bus_factory("publisher")
+    await publisher.connect()
+
+    # All in flight at once, as the relay publishes.
+    await asyncio.gather(*(publisher.publish(ping(n)) for n in range(300)))
+
+    await eventually(lambda: len(seen) == 300, what="all handled")
+    assert seen == list(range(300))
+
+
+def consumed_counter(bus: EventBus) -> Callable[[], float]:
+    """How many test.bus_ping events `bus` has acknowledged as handled since this call."""
+    counter = EVENTS_CONSUMED.labels(bus.service, "test.bus_ping")
+    before = counter._value.get()
+    return lambda: counter._value.get() - before
 
 
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from krika_common.events import (
@@ -21,9 +21,10 @@ from krika_common.events import (
     OutboxRelay,
     record_event,
 )
-from krika_common.events.outbox import OUTBOX_PENDING
+from krika_common.events.outbox import OUTBOX_PENDING, RELAY_LOCK
 from krika_common.telemetry import request_id_var, trace_id_var
-from krika_common.testing.plugin import EventsObserver, TcpProxy, eventually
+from krika_common.testing import eventually
+from krika_common.testing.broker import EventsObserver, TcpProxy
 
 
 class OutboxPing(EventData):
@@ -120,7 +121,7 @@ async def test_event_committed_while_broker_unreachable_is_published_once_it_is_
     assert await relay.refresh_metrics() == 0
 
 
-async def test_two_relays_never_publish_a_row_twice(
+async def test_two_relays_never_publish_a_row_twice_and_keep_commit_order(
     sessionmaker: Sessionmaker,
     event_bus_factory: Callable[..., EventBus],
     events_observer: EventsObserver,
@@ -134,40 +135,55 @@ async def test_two_relays_never_publish_a_row_twice(
 
     async def drain(relay: OutboxRelay) -> int:
         total = 0
-        while published := await relay.publish_pending():
-            total += published
+        while await relay.refresh_metrics():
+            total += await relay.publish_pending()
+            await asyncio.sleep(0)
         return total
 
     first, second = await asyncio.gather(*(drain(r) for r in relays))
 
     assert first + second == 200
-    assert first > 0
-    assert second > 0  # both really ran at once; each skipped the rows the other had locked
     await events_observer.wait_for(200)
     await asyncio.sleep(0.2)
-    published = [str(e.id) for e in events_observer.envelopes()]
-    assert sorted(published) == sorted(event_ids)
+    # One relay at a time holds the turn, so the broker sees the rows in commit order.
+    assert [str(e.id) for e in events_observer.envelopes()] == event_ids
     assert all(row.published_at is not None for row in await outbox_rows(sessionmaker))
 
 
-async def test_relay_skips_rows_another_relay_is_publishing(
+async def test_relay_waits_its_turn_while_another_relay_publishes(
     sessionmaker: Sessionmaker,
     event_bus_factory: Callable[..., EventBus],
     events_observer: EventsObserver,
 ) -> None:
-    held, *free = await commit_pings(sessionmaker, 1, 2, 3)
+    event_ids = await commit_pings(sessionmaker, 1, 2, 3)
     bus = event_bus_factory()
     await bus.connect()
+    relay = OutboxRelay(sessionmaker, bus)
 
     async with sessionmaker() as other_relay, other_relay.begin():
-        claim = select(OutboxMessage).where(col(OutboxMessage.event_id) == uuid.UUID(held))
-        await other_relay.exec(claim.with_for_update())
-        # Neither waits for the other relay's transaction nor takes its row.
-        published = await asyncio.wait_for(OutboxRelay(sessionmaker, bus).publish_pending(), 3)
+        await other_relay.exec(select(func.pg_advisory_xact_lock(RELAY_LOCK)))
+        # It neither waits for the other relay's transaction nor publishes beside it.
+        assert await asyncio.wait_for(relay.publish_pending(), 3) == 0
 
-    assert published == 2
-    await events_observer.wait_for(2)
-    assert [str(e.id) for e in events_observer.envelopes()] == free
+    assert await relay.publish_pending() == 3
+    await events_observer.wait_for(3)
+    assert [str(e.id) for e in events_observer.envelopes()] == event_ids
+
+
+async def test_relay_wakes_on_commit_without_polling(
+    sessionmaker: Sessionmaker,
+    event_bus_factory: Callable[..., EventBus],
+    events_observer: EventsObserver,
+) -> None:
+    bus = event_bus_factory()
+    await bus.connect()
+    # A poll interval far longer than the test: only the NOTIFY can wake it in time.
+    async with running(OutboxRelay(sessionmaker, bus, poll_interval=60).run()):
+        await asyncio.sleep(0.5)  # listening, and past its first round
+        [event_id] = await commit_pings(sessionmaker, 1)
+        await events_observer.wait_for(1, within=5)
+
+    assert [str(e.id) for e in events_observer.envelopes()] == [event_id]
 
 
 async def test_relay_publishes_in_commit_order(

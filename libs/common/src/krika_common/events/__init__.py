@@ -2,14 +2,18 @@
 
 Producer: `await record_event(session, UserRegistered(...), producer="identity")` inside the
 request's transaction; a worker runs `OutboxRelay(sessionmaker, bus).run()`.
-Consumer: `bus.subscribe("identity.user_registered", inbox_handler(sessionmaker, "notify.welcome",
-handler))`, `await bus.connect()`, `await bus.start()`; parse with `UserRegistered.from_envelope`.
+Consumer: an `InboxHandlers` registry (`@handlers.on(UserRegistered, consumer="notify.welcome")`),
+`handlers.subscribe(bus, sessionmaker)`, `await bus.connect()`, `await bus.start()`; parse with
+`UserRegistered.from_envelope`. Handlers without a database (idempotent by themselves, like the
+gateway's access marks) use `bus.subscribe(event_type, handler)`.
 """
 
 from krika_common.events.bus import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
+    BatchHandler,
     BrokerUnavailable,
+    Delivery,
     EventBus,
     EventHandler,
 )
@@ -20,7 +24,7 @@ from krika_common.events.envelope import (
     event_model,
     parse_event,
 )
-from krika_common.events.inbox import InboxMessage, TransactionalHandler, inbox_handler
+from krika_common.events.inbox import InboxHandlers, InboxMessage, TransactionalHandler
 from krika_common.events.outbox import (
     OutboxMessage,
     OutboxPublishFailed,
@@ -40,12 +44,15 @@ from krika_common.events.schemas import (
 __all__ = [
     "ATTEMPT_HEADER",
     "ERROR_HEADER",
+    "BatchHandler",
     "BrokerUnavailable",
+    "Delivery",
     "EmailVerificationRequested",
     "Envelope",
     "EventBus",
     "EventData",
     "EventHandler",
+    "InboxHandlers",
     "InboxMessage",
     "OutboxMessage",
     "OutboxPublishFailed",
@@ -58,7 +65,6 @@ __all__ = [
     "UserRolesChanged",
     "UserSuspended",
     "event_model",
-    "inbox_handler",
     "parse_event",
     "prune_events",
     "record_event",

@@ -8,7 +8,7 @@ Topology for a service (queue `<service>.events` by default):
 
 A failed handler's message is republished (confirmed) to the next retry queue with our own
 attempt counter `x-krika-attempt`, then the original is acknowledged; after the last attempt
-it goes to the DLQ with `x-krika-error`. Handlers must be idempotent (see `inbox_handler`):
+it goes to the DLQ with `x-krika-error`. Handlers must be idempotent (see `InboxHandlers`):
 delivery is at-least-once.
 """
 
@@ -19,7 +19,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import aio_pika
@@ -44,6 +45,28 @@ from krika_common.events.tracing import TRACEPARENT, consumer_context, current_t
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message handed to a batch handler: the event and the message's headers."""
+
+    envelope: Envelope
+    headers: Mapping[str, Any]
+
+
+# Handles several deliveries at once; returns, per delivery and in order, None (done: the bus
+# acknowledges it) or the exception that failed it (the bus retries or dead-letters it).
+BatchHandler = Callable[[Sequence[Delivery]], Awaitable[Sequence[Exception | None]]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    message: AbstractIncomingMessage
+    delivery: Delivery
+    attempt: int
+    settled: asyncio.Future[None]
+
 
 ATTEMPT_HEADER = "x-krika-attempt"
 ERROR_HEADER = "x-krika-error"
@@ -123,6 +146,11 @@ class EventBus:
         self.shutdown_timeout = shutdown_timeout
 
         self._handlers: dict[str, EventHandler] = {}
+        self._batch_handler: BatchHandler | None = None
+        self._batch_types: frozenset[str] = frozenset()
+        self.max_batch = 1
+        self._batch_queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._batch_worker: asyncio.Task[None] | None = None
         # Strong references: the robust connection restores what these hold after a reconnect.
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractRobustChannel | None = None
@@ -236,8 +264,11 @@ class EventBus:
         await self._confirmed(self._exchange.publish(message, envelope.type, mandatory=False))
 
     async def _confirmed(self, publishing: Awaitable[Any]) -> None:
+        # asyncio.timeout, not wait_for: no task per publish, and concurrent publishes reach the
+        # channel in the order they were started (the relay relies on it).
         try:
-            await asyncio.wait_for(publishing, self.publish_timeout)
+            async with asyncio.timeout(self.publish_timeout):
+                await publishing
         except TimeoutError as exc:
             raise BrokerUnavailable("broker did not confirm in time") from exc
 
@@ -275,6 +306,27 @@ class EventBus:
             raise ValueError(f"{event_type} already has a handler")
         self._handlers[event_type] = handler
 
+    def subscribe_batch(
+        self, event_types: Iterable[str], handler: BatchHandler, *, max_batch: int = 100
+    ) -> None:
+        """Handle `event_types` in batches: `handler(deliveries)` gets up to `max_batch` of the
+        messages that have arrived (at least one; it never waits to fill a batch), one batch at
+        a time, in delivery order; messages are acknowledged after it returns. One batch
+        handler per bus (the inbox's handlers are one); call before `start()`."""
+        if self._queue is not None:
+            raise RuntimeError("subscribe before start()")
+        if self._batch_handler is not None:
+            raise ValueError("the bus already has a batch handler")
+        types = frozenset(event_types)
+        if taken := types & self._handlers.keys():
+            raise ValueError(f"{', '.join(sorted(taken))} already has a handler")
+        self._batch_handler = handler
+        self._batch_types = types
+        self.max_batch = max(1, min(max_batch, self.prefetch))
+
+    def _subscribed_types(self) -> list[str]:
+        return sorted(self._handlers.keys() | self._batch_types)
+
     def _queue_arguments(self, **arguments: Any) -> dict[str, Any]:
         arguments["x-queue-type"] = self.queue_type
         if self.queue_expires is not None:
@@ -287,7 +339,7 @@ class EventBus:
             return
         if self._consume_channel is None:
             raise RuntimeError("connect() before start()")
-        if not self._handlers:
+        if not self._subscribed_types():
             raise RuntimeError("start() without any subscription")
         channel = self._consume_channel
         # Declared on this channel too, so restoring its bindings never waits on the other one.
@@ -314,11 +366,13 @@ class EventBus:
         queue = await channel.declare_queue(
             self.queue_name, durable=True, arguments=self._queue_arguments()
         )
-        for event_type in self._handlers:
+        for event_type in self._subscribed_types():
             await queue.bind(exchange, routing_key=event_type)
         self._queue = queue
+        if self._batch_handler is not None:
+            self._batch_worker = asyncio.create_task(self._run_batches(self._batch_handler))
         self._consumer_tag = await queue.consume(self._on_message)
-        log.info("consuming %s for %s", self.queue_name, ", ".join(sorted(self._handlers)))
+        log.info("consuming %s for %s", self.queue_name, ", ".join(self._subscribed_types()))
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._in_flight += 1
@@ -344,6 +398,9 @@ class EventBus:
             log.error("unparseable event message %s dead-lettered", message.message_id)
             await self._dead_letter(message, "<invalid>", attempt, error_text(exc))
             return
+        if envelope.type in self._batch_types:
+            await self._through_batch(message, Delivery(envelope, message.headers), attempt)
+            return
         handler = self._handlers.get(envelope.type)
         if handler is None:
             # A binding left by an older deployment: keep the message for a human, do not drop.
@@ -365,6 +422,61 @@ class EventBus:
                 EVENT_HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - started)
             await message.ack()
             EVENTS_CONSUMED.labels(*labels).inc()
+
+    async def _through_batch(
+        self, message: AbstractIncomingMessage, delivery: Delivery, attempt: int
+    ) -> None:
+        """Queue the message for the batch worker; return once it has been settled."""
+        settled = asyncio.get_running_loop().create_future()
+        self._batch_queue.put_nowait(_Pending(message, delivery, attempt, settled))
+        await settled
+
+    async def _run_batches(self, handler: BatchHandler) -> None:
+        """Take what has arrived (up to `max_batch`), handle it, settle each message; repeat."""
+        while True:
+            batch = [await self._batch_queue.get()]
+            while len(batch) < self.max_batch and not self._batch_queue.empty():
+                batch.append(self._batch_queue.get_nowait())
+            try:
+                await self._settle_batch(handler, batch)
+            except Exception as exc:
+                for pending in batch:
+                    if not pending.settled.done():
+                        pending.settled.set_exception(exc)
+            else:
+                for pending in batch:
+                    if not pending.settled.done():
+                        pending.settled.set_result(None)
+
+    async def _settle_batch(self, handler: BatchHandler, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            outcomes = await handler([pending.delivery for pending in batch])
+        except Exception as exc:  # the handler broke its contract: every message failed
+            outcomes = [exc] * len(batch)
+        if len(outcomes) != len(batch):
+            raise RuntimeError(f"batch handler answered {len(outcomes)} of {len(batch)}")
+        share = (time.perf_counter() - started) / len(batch)
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            envelope = pending.delivery.envelope
+            labels = (self.service, envelope.type)
+            EVENT_HANDLING_SECONDS.labels(*labels).observe(share)
+            try:
+                if outcome is None:
+                    await pending.message.ack()
+                    EVENTS_CONSUMED.labels(*labels).inc()
+                else:
+                    EVENTS_FAILED.labels(*labels).inc()
+                    headers = pending.delivery.headers
+                    name = f"{envelope.type} process"
+                    with consumer_context(name, headers, envelope.correlation_id):
+                        await self._retry_or_dead_letter(
+                            pending.message, envelope, pending.attempt, outcome
+                        )
+            except Exception as exc:
+                pending.settled.set_exception(exc)
+            else:
+                pending.settled.set_result(None)
 
     async def _retry_or_dead_letter(
         self, message: AbstractIncomingMessage, envelope: Envelope, attempt: int, exc: Exception
@@ -418,7 +530,7 @@ class EventBus:
         """
         if not self._connected():
             raise BrokerUnavailable("not connected to the broker")
-        if not self._handlers:
+        if not self._subscribed_types():
             return  # publish-only
         if not self.is_consuming() or self._consume_channel is None:
             raise BrokerUnavailable(f"not consuming {self.queue_name}")
@@ -448,5 +560,9 @@ class EventBus:
                 await asyncio.wait_for(self._queue.cancel(tag), 2.0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self.shutdown_timeout)
+        if self._batch_worker is not None:
+            self._batch_worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._batch_worker
         with contextlib.suppress(Exception):
             await self._connection.close()

@@ -1,14 +1,26 @@
 """Inbox: a consumer records each event id in the same transaction as its effects.
 
-A redelivered event finds its id already there and is skipped (and acknowledged); a handler
-that raises rolls back its effects and the inbox row together, so the retry runs it again.
+A service declares what it handles once, in an `InboxHandlers` registry (event → named
+handlers), and wires it to its bus with `handlers.subscribe(bus, sessionmaker)`:
+
+    handlers = InboxHandlers()
+
+    @handlers.on(OrderPaid, consumer="payments.hold_escrow")
+    async def hold_escrow(session: AsyncSession, envelope: Envelope) -> None: ...
+
+Deliveries are handled in batches (whatever has arrived, up to `max_batch`): one transaction
+claims the batch's inbox rows with one INSERT, runs the handlers of the newly claimed ones in
+delivery order, and commits; the bus acknowledges after the commit. A redelivered event finds
+its row already there and is skipped (and acknowledged). If anything in a batch raises, the
+batch rolls back and each delivery is handled again in its own transaction, so only the
+failing event is retried (its effects and inbox rows roll back together) and the rest commit.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy.dialects.postgresql import insert
@@ -17,8 +29,9 @@ from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from krika_common.db import utc_field
-from krika_common.events.bus import EventHandler
-from krika_common.events.envelope import Envelope
+from krika_common.events.bus import Delivery, EventBus, error_text
+from krika_common.events.envelope import Envelope, EventData
+from krika_common.events.tracing import consumer_context
 
 log = logging.getLogger(__name__)
 
@@ -36,28 +49,103 @@ class InboxMessage(SQLModel, table=True):
 
 TransactionalHandler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
+_inbox = InboxMessage.__table__  # type: ignore[attr-defined]
 
-def inbox_handler(
-    sessionmaker: async_sessionmaker[AsyncSession], consumer: str, handler: TransactionalHandler
-) -> EventHandler:
-    """An `EventBus` handler running `handler(session, envelope)` at most once per event id.
 
-    `consumer` names this handler in the inbox (e.g. "notify.welcome_email"): two handlers of
-    the same event need two names. The transaction commits before the bus acknowledges.
+class InboxHandlers:
+    """A service's event handlers: event type → (consumer name, handler), run once per event.
+
+    The consumer name (e.g. "notify.welcome_email") is the handler's key in the inbox: two
+    handlers of one event need two names. Handlers of one event run in registration order, in
+    the transaction that records them.
     """
 
-    async def handle(envelope: Envelope) -> None:
-        async with sessionmaker() as session, session.begin():
-            claim = (
-                insert(InboxMessage)
-                .values(consumer=consumer, event_id=envelope.id, event_type=envelope.type)
-                .on_conflict_do_nothing()
-                .returning(InboxMessage.__table__.c.event_id)  # type: ignore[attr-defined]
-            )
-            if (await session.exec(claim)).scalar_one_or_none() is None:
-                log.debug("%s already handled %s %s", consumer, envelope.type, envelope.id)
-                return
-            await handler(session, envelope)
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[tuple[str, TransactionalHandler]]] = {}
 
-    handle.__qualname__ = f"inbox_handler[{consumer}]"
-    return handle
+    def add(self, event_type: str, consumer: str, handler: TransactionalHandler) -> None:
+        handlers = self._handlers.setdefault(event_type, [])
+        if any(name == consumer for name, _ in handlers):
+            raise ValueError(f"{consumer} already handles {event_type}")
+        handlers.append((consumer, handler))
+
+    def on(
+        self, event: type[EventData], *, consumer: str
+    ) -> Callable[[TransactionalHandler], TransactionalHandler]:
+        """Decorator: `handler(session, envelope)` handles `event` as `consumer`."""
+
+        def register(handler: TransactionalHandler) -> TransactionalHandler:
+            self.add(event.event_type, consumer, handler)
+            return handler
+
+        return register
+
+    @property
+    def event_types(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def subscribe(
+        self,
+        bus: EventBus,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        max_batch: int = 100,
+    ) -> None:
+        """Consume every registered event type on `bus` through the inbox (before `start()`)."""
+
+        async def handle_batch(deliveries: Sequence[Delivery]) -> list[Exception | None]:
+            return await self.handle_batch(sessionmaker, deliveries)
+
+        bus.subscribe_batch(self.event_types, handle_batch, max_batch=max_batch)
+
+    async def handle_batch(
+        self, sessionmaker: async_sessionmaker[AsyncSession], deliveries: Sequence[Delivery]
+    ) -> list[Exception | None]:
+        """Handle the deliveries in one transaction, else one transaction each; per delivery,
+        None when it is done or the exception that failed it."""
+        try:
+            async with sessionmaker() as session, session.begin():
+                await self._handle(session, deliveries)
+            return [None] * len(deliveries)
+        except Exception as exc:
+            if len(deliveries) == 1:
+                return [exc]
+            log.info("batch of %d failed (%s); one by one", len(deliveries), error_text(exc))
+        outcomes: list[Exception | None] = []
+        for delivery in deliveries:
+            try:
+                async with sessionmaker() as session, session.begin():
+                    await self._handle(session, [delivery])
+                outcomes.append(None)
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    async def _handle(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> None:
+        claims = [
+            {"consumer": consumer, "event_id": d.envelope.id, "event_type": d.envelope.type}
+            for d in deliveries
+            for consumer, _ in self._handlers.get(d.envelope.type, ())
+        ]
+        if not claims:
+            return
+        claim = (
+            insert(_inbox)
+            .values(claims)
+            .on_conflict_do_nothing()
+            .returning(_inbox.c.consumer, _inbox.c.event_id)
+        )
+        conn = await session.connection()
+        fresh = {(row.consumer, row.event_id) for row in await conn.execute(claim)}
+        for delivery in deliveries:
+            envelope = delivery.envelope
+            for consumer, handler in self._handlers.get(envelope.type, ()):
+                key = (consumer, envelope.id)
+                if key not in fresh:
+                    log.debug("%s already handled %s %s", consumer, envelope.type, envelope.id)
+                    continue
+                fresh.discard(key)  # the same event twice in one batch runs once
+                with consumer_context(
+                    f"{envelope.type} process", delivery.headers, envelope.correlation_id
+                ):
+                    await handler(session, envelope)
