@@ -137,15 +137,15 @@ async def writer(mode: str, events: int, per_tx: int, rate: float, seconds: floa
 
         await asyncio.gather(*(work() for _ in range(4)))
         total = events
-    else:
+    else:  # `rate` events/s, in transactions of `per_tx`
         total = int(rate * seconds)
-        interval = 1.0 / rate
+        interval = per_tx / rate
         pending: set[asyncio.Task[None]] = set()
-        for n in range(total):
-            delay = started + n * interval - time.time()
+        for k, first in enumerate(range(0, total, per_tx)):
+            delay = started + k * interval - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = asyncio.create_task(commit([n]))
+            task = asyncio.create_task(commit(range(first, min(first + per_tx, total))))
             pending.add(task)
             task.add_done_callback(pending.discard)
         await asyncio.gather(*pending)
@@ -174,7 +174,7 @@ async def relay() -> None:
     await engine.dispose()
 
 
-async def consumer(expect: int) -> None:
+async def consumer(expect: int, prefetch: int) -> None:
     from krika_common.db import make_engine, make_sessionmaker
     from krika_common.events import Delivery, EventBus, InboxHandlers
 
@@ -206,8 +206,9 @@ async def consumer(expect: int) -> None:
         exchange=os.environ["BENCH_EXCHANGE"],
         queue=f"bench.{os.environ['BENCH_EXCHANGE']}",
         queue_expires=300,
+        prefetch=prefetch,
     )
-    bus.subscribe_batch([EVENT_TYPE], measured)
+    bus.subscribe_batch([EVENT_TYPE], measured, max_batch=prefetch)
     await bus.connect()
     await bus.start()
     cpu = cpu_seconds()
@@ -312,6 +313,7 @@ class Child:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
+            limit=1 << 26,  # the consumer's line carries every latency
         )
         return cls(process)
 
@@ -349,11 +351,14 @@ async def scenario(path: str, mode: str, args: argparse.Namespace) -> dict[str, 
     relay_child: Child | None = None
     if path == "ours":
         await setup_database()
-        consumer_child = await Child.start("consumer", str(expect), exchange=exchange)
+        consumer_child = await Child.start(
+            "consumer", str(expect), str(args.prefetch), exchange=exchange
+        )
         await consumer_child.line()
         relay_child = await Child.start("relay", exchange=exchange)
         await relay_child.line()
-        writer_args = ["writer", mode, str(args.events), str(args.per_tx)]
+        per_tx = args.per_tx if mode == "burst" else args.steady_per_tx
+        writer_args = ["writer", mode, str(args.events), str(per_tx)]
     else:
         consumer_child = await Child.start("raw-consumer", str(expect), exchange=exchange)
         await consumer_child.line()
@@ -396,9 +401,9 @@ async def scenario(path: str, mode: str, args: argparse.Namespace) -> dict[str, 
 async def orchestrate(args: argparse.Namespace) -> None:
     from krika_common.testing.databases import drop_database
 
-    rows = []
-    for mode in ("burst", "steady"):
-        for path in ("raw", "ours"):
+    rows: list[dict[str, Any]] = []
+    for mode in args.modes:
+        for path in args.paths:
             row = await scenario(path, mode, args)
             rows.append(row)
             print(
@@ -438,16 +443,22 @@ def main() -> None:
         elif role == "relay":
             run = relay()
         elif role == "consumer":
-            run = consumer(int(rest[0]))
+            run = consumer(int(rest[0]), int(rest[1]))
         else:
             run = raw_consumer(int(rest[0]))
         asyncio.run(run)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=20000, help="burst size")
-    parser.add_argument("--per-tx", type=int, default=10, help="events per writer transaction")
+    parser.add_argument("--per-tx", type=int, default=10, help="events per burst transaction")
+    parser.add_argument(
+        "--steady-per-tx", type=int, default=1, help="events per steady transaction"
+    )
     parser.add_argument("--rate", type=float, default=500, help="steady events/s")
     parser.add_argument("--seconds", type=float, default=20, help="steady duration")
+    parser.add_argument("--prefetch", type=int, default=128, help="our consumer's prefetch")
+    parser.add_argument("--modes", nargs="+", default=["burst", "steady"], help="burst, steady")
+    parser.add_argument("--paths", nargs="+", default=["raw", "ours"], help="raw, ours")
     asyncio.run(orchestrate(parser.parse_args()))
 
 

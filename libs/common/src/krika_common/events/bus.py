@@ -109,6 +109,10 @@ class EventBus:
 
     Use: `subscribe(...)` each handled type, `await connect()`, `await start()`;
     `await close()` in the lifespan's exit. A publish-only bus just connects.
+
+    Limits: `prefetch` deliveries unacknowledged at once (so at most that many handlers run
+    concurrently, and a batch is at most that big); each publish waits `publish_timeout` for
+    its confirm; `close()` waits `shutdown_timeout` for handlers in flight.
     """
 
     def __init__(
@@ -118,7 +122,7 @@ class EventBus:
         service: str,
         exchange: str = "krika.events",
         queue: str | None = None,
-        prefetch: int = 32,
+        prefetch: int = 128,
         retry_delays: Sequence[float] = (1, 5, 30, 120),
         queue_expires: float | None = None,
         queue_type: Literal["classic", "quorum"] = "classic",
@@ -439,14 +443,14 @@ class EventBus:
                 batch.append(self._batch_queue.get_nowait())
             try:
                 await self._settle_batch(handler, batch)
-            except Exception as exc:
+            except BaseException as exc:  # including cancellation by close(): never left hanging
                 for pending in batch:
                     if not pending.settled.done():
-                        pending.settled.set_exception(exc)
-            else:
-                for pending in batch:
-                    if not pending.settled.done():
-                        pending.settled.set_result(None)
+                        pending.settled.set_exception(
+                            exc if isinstance(exc, Exception) else BrokerUnavailable("bus closed")
+                        )
+                if not isinstance(exc, Exception):
+                    raise
 
     async def _settle_batch(self, handler: BatchHandler, batch: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -474,9 +478,11 @@ class EventBus:
                             pending.message, envelope, pending.attempt, outcome
                         )
             except Exception as exc:
-                pending.settled.set_exception(exc)
+                if not pending.settled.done():
+                    pending.settled.set_exception(exc)
             else:
-                pending.settled.set_result(None)
+                if not pending.settled.done():
+                    pending.settled.set_result(None)
 
     async def _retry_or_dead_letter(
         self, message: AbstractIncomingMessage, envelope: Envelope, attempt: int, exc: Exception
@@ -564,5 +570,11 @@ class EventBus:
             self._batch_worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._batch_worker
+            # Still queued after the grace period: left unacknowledged, so the broker
+            # redelivers them once the connection closes.
+            while not self._batch_queue.empty():
+                pending = self._batch_queue.get_nowait()
+                if not pending.settled.done():
+                    pending.settled.set_exception(BrokerUnavailable("bus closed"))
         with contextlib.suppress(Exception):
             await self._connection.close()

@@ -41,7 +41,6 @@ from sqlalchemy import (
     func,
     select,
     text,
-    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -114,6 +113,19 @@ for _statement in OUTBOX_NOTIFY_DDL:
 
 # The relay's advisory lock key (per database: each service's outbox is in its own database).
 RELAY_LOCK = 0x6B72696B61  # "krika"
+# Fixed statement texts (ids as one array), so each is compiled and prepared once.
+_TAKE_TURN = text("SELECT pg_try_advisory_xact_lock(:key)")
+_CLAIM = text(
+    """SELECT id, event_type, envelope, headers FROM outbox
+    WHERE published_at IS NULL ORDER BY id LIMIT :limit"""
+).columns(_outbox.c.id, _outbox.c.event_type, _outbox.c.envelope, _outbox.c.headers)
+_MARK_PUBLISHED = text(
+    "UPDATE outbox SET published_at = :now WHERE id = ANY(CAST(:ids AS bigint[]))"
+)
+_MARK_FAILED = text(
+    """UPDATE outbox SET attempts = attempts + 1, last_error = :error
+    WHERE id = ANY(CAST(:ids AS bigint[]))"""
+)
 
 
 async def record_event(
@@ -184,32 +196,19 @@ class OutboxRelay:
         """
         async with self._sessionmaker() as session, session.begin():
             conn = await session.connection()
-            turn = await conn.execute(select(func.pg_try_advisory_xact_lock(RELAY_LOCK)))
-            if not turn.scalar_one():
+            # The turn first, then the rows: the SELECT's snapshot (READ COMMITTED) is taken
+            # after the previous holder committed, so it sees what that relay marked.
+            if not (await conn.execute(_TAKE_TURN, {"key": RELAY_LOCK})).scalar_one():
                 return 0
-            claim = (
-                select(_outbox.c.id, _outbox.c.event_type, _outbox.c.envelope, _outbox.c.headers)
-                .where(_outbox.c.published_at.is_(None))
-                .order_by(_outbox.c.id)
-                .limit(self.batch_size)
-            )
-            rows = (await conn.execute(claim)).all()
+            rows = (await conn.execute(_CLAIM, {"limit": self.batch_size})).all()
             if not rows:
                 return 0
             published, failure = await self._publish(rows)
             ids = [row.id for row in rows]
             if published:
-                await conn.execute(
-                    update(_outbox)
-                    .where(_outbox.c.id.in_(ids[:published]))
-                    .values(published_at=utcnow())
-                )
+                await conn.execute(_MARK_PUBLISHED, {"ids": ids[:published], "now": utcnow()})
             if failure is not None:
-                await conn.execute(
-                    update(_outbox)
-                    .where(_outbox.c.id.in_(ids[published:]))
-                    .values(attempts=_outbox.c.attempts + 1, last_error=failure)
-                )
+                await conn.execute(_MARK_FAILED, {"ids": ids[published:], "error": failure})
         if published:
             OUTBOX_PUBLISHED.labels(self.service).inc(published)
         if failure is not None:
