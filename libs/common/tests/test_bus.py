@@ -162,6 +162,40 @@ async def test_a_failing_event_in_a_batch_is_retried_alone_and_the_rest_commit_o
     assert await inbox_count(sessionmaker) == 80
 
 
+async def test_inbox_event_that_keeps_failing_ends_in_the_dlq_with_no_effect_left(
+    sessionmaker: Sessionmaker, event_bus_factory: Callable[..., EventBus], amqp_url: str
+) -> None:
+    attempts = 0
+    handlers = InboxHandlers()
+
+    @handlers.on(BusPing, consumer="test.doomed")
+    async def writes_then_fails(session: AsyncSession, envelope: Envelope) -> None:
+        nonlocal attempts
+        attempts += 1
+        await write_handled(session, envelope)
+        raise ValueError("order not found")
+
+    bus = event_bus_factory(retry_delays=(0.05, 0.1))
+    handlers.subscribe(bus, sessionmaker)
+    await bus.connect()
+    await bus.start()
+    envelope = ping(9)
+
+    await bus.publish(envelope)
+
+    await eventually(lambda: bus.dlq_depth(), what="message in the DLQ")
+    await asyncio.sleep(0.3)  # a further attempt would have happened by now
+    assert attempts == bus.max_attempts == 3
+    assert await handled_count(sessionmaker, envelope.id) == 0
+    assert await inbox_count(sessionmaker) == 0
+    await bus.close()
+    assert await queue_depth(amqp_url, bus.queue_name) == 0
+    dead = await take_one(amqp_url, bus.dlq_name)
+    assert dead.headers[ATTEMPT_HEADER] == 3
+    assert dead.headers[ERROR_HEADER] == "ValueError: order not found"
+    assert dead.message_id == str(envelope.id)
+
+
 async def test_batched_consumer_handles_events_in_publication_order(
     sessionmaker: Sessionmaker, event_bus_factory: Callable[..., EventBus]
 ) -> None:
@@ -279,6 +313,37 @@ async def test_handler_logs_carry_the_event_trace_and_correlation_ids(
 
     await eventually(lambda: bool(seen), what="handled")
     assert seen == [(trace_id, "req-7")]
+
+
+async def test_inbox_handler_logs_carry_each_event_trace_and_correlation_ids(
+    sessionmaker: Sessionmaker, event_bus_factory: Callable[..., EventBus]
+) -> None:
+    seen: dict[int, tuple[str | None, str | None]] = {}
+    handlers = InboxHandlers()
+
+    @handlers.on(BusPing, consumer="test.traced")
+    async def record(session: AsyncSession, envelope: Envelope) -> None:
+        seen[envelope.data["n"]] = (trace_id_var.get(), request_id_var.get())
+
+    bus = event_bus_factory()
+    handlers.subscribe(bus, sessionmaker)
+    await bus.connect()
+    await bus.start()
+    trace_ids = {n: f"{n:032x}" for n in range(1, 6)}
+
+    # Published together, so they are likely handled in one batch: each keeps its own ids.
+    await asyncio.gather(
+        *(
+            bus.publish(
+                Envelope.wrap(BusPing(n=n), producer="test", correlation_id=f"req-{n}"),
+                {"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+            )
+            for n, trace_id in trace_ids.items()
+        )
+    )
+
+    await eventually(lambda: len(seen) == 5, what="handled")
+    assert seen == {n: (trace_id, f"req-{n}") for n, trace_id in trace_ids.items()}
 
 
 async def test_consumer_survives_a_dropped_broker_connection(
