@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,26 @@ def machine_busy_seconds() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]
     return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+async def paced(
+    send: Callable[[Sequence[int]], Coroutine[Any, Any, None]],
+    total: int,
+    per: int,
+    rate: float,
+    started: float,
+) -> None:
+    """`send` events 0..total-1 in groups of `per`, starting groups at `rate` events/s
+    (without waiting for the previous group), then wait for every group."""
+    pending: set[asyncio.Task[None]] = set()
+    for k, first in enumerate(range(0, total, per)):
+        delay = started + k * per / rate - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(send(range(first, min(first + per, total))))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
 
 
 # --------------------------------------------------------------------------- our pipeline
@@ -139,16 +159,7 @@ async def writer(mode: str, events: int, per_tx: int, rate: float, seconds: floa
         total = events
     else:  # `rate` events/s, in transactions of `per_tx`
         total = int(rate * seconds)
-        interval = per_tx / rate
-        pending: set[asyncio.Task[None]] = set()
-        for k, first in enumerate(range(0, total, per_tx)):
-            delay = started + k * interval - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(commit(range(first, min(first + per_tx, total))))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        await asyncio.gather(*pending)
+        await paced(commit, total, per_tx, rate, started)
     emit(
         role="writer", started=started, finished=time.time(), events=total, cpu=cpu_seconds() - cpu
     )
@@ -243,15 +254,12 @@ async def raw_publisher(mode: str, events: int, rate: float, seconds: float) -> 
         total = events
     else:
         total = int(rate * seconds)
-        pending: set[asyncio.Task[None]] = set()
-        for n in range(total):
-            delay = started + n / rate - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(publish(n))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        await asyncio.gather(*pending)
+
+        async def publish_each(numbers: Sequence[int]) -> None:
+            for n in numbers:
+                await publish(n)
+
+        await paced(publish_each, total, 1, rate, started)
     emit(
         role="writer", started=started, finished=time.time(), events=total, cpu=cpu_seconds() - cpu
     )
