@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from krika_common.events import (
+    Envelope,
     EventBus,
     EventData,
     OutboxMessage,
@@ -263,3 +264,33 @@ async def test_event_carries_the_request_id_and_trace_to_the_broker(
     traceparent = message.headers["traceparent"]
     assert isinstance(traceparent, str)
     assert traceparent.split("-")[1] == trace_id
+
+
+async def test_relay_cancelled_mid_round_marks_what_the_broker_confirmed(
+    sessionmaker: Sessionmaker,
+    event_bus_factory: Callable[..., EventBus],
+    events_observer: EventsObserver,
+) -> None:
+    bus = event_bus_factory()
+    await bus.connect()
+    publishing = asyncio.Event()
+    publish = bus.publish
+
+    async def slow_publish(envelope: Envelope, headers: Mapping[str, Any] | None = None) -> None:
+        publishing.set()
+        await asyncio.sleep(0.3)  # the shutdown lands while the confirms are in flight
+        await publish(envelope, headers)
+
+    bus.publish = slow_publish  # type: ignore[method-assign]
+    event_ids = await commit_pings(sessionmaker, 1, 2, 3)
+    relay = asyncio.create_task(OutboxRelay(sessionmaker, bus, poll_interval=60).run())
+    await asyncio.wait_for(publishing.wait(), 5)
+
+    relay.cancel()  # as the worker's lifespan does on shutdown
+    with contextlib.suppress(asyncio.CancelledError):
+        await relay
+
+    rows = await outbox_rows(sessionmaker)
+    assert [r.published_at is not None for r in rows] == [True, True, True]
+    await events_observer.wait_for(3)
+    assert [str(e.id) for e in events_observer.envelopes()] == event_ids

@@ -297,13 +297,26 @@ class OutboxRelay:
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
 
+    async def _round(self) -> int:
+        """One `publish_pending`, finished even when the relay is cancelled meanwhile (at
+        shutdown): what the broker confirmed is then marked, not published again later. The
+        wait is bounded by the publishes' timeout."""
+        round_ = asyncio.ensure_future(self.publish_pending())
+        try:
+            return await asyncio.shield(round_)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._bus.publish_timeout + 5.0):
+                    await round_
+            raise
+
     async def _run(self) -> None:
         failures = 0
         metrics_due = 0.0
         while True:
             self._wake.clear()
             try:
-                published = await self.publish_pending()
+                published = await self._round()
                 failures = 0
             except Exception as exc:
                 failures += 1
