@@ -7,7 +7,9 @@ The fixtures live with what they provide and are registered here:
   `alembic_upgrade` for tests that make databases of their own;
 - `krika_common.testing.broker`: `events_exchange`, `event_bus_factory`, `events_observer`,
   `amqp_proxy`, `queue_depth`;
-- `krika_common.testing.http`: `test_keys`, `mint_token`, `app_client`, `serving`.
+- `krika_common.testing.http`: `test_keys`, `mint_token`, `app_client`, `serving`;
+- `krika_common.testing.storage`: `s3_endpoint` (moto in server mode), `s3_storage`,
+  `local_storage`.
 """
 
 from krika_common.testing import eventually
@@ -42,6 +44,7 @@ from krika_common.testing.servers import (
     run_id,
     worker_id,
 )
+from krika_common.testing.storage import local_storage, s3_endpoint, s3_storage
 
 __all__ = [
     "EventsObserver",
@@ -61,6 +64,7 @@ __all__ = [
     "events_exchange",
     "events_observer",
     "eventually",
+    "local_storage",
     "mint_token",
     "mongodb_url",
     "postgres_server_url",
@@ -68,6 +72,8 @@ __all__ = [
     "redis_client",
     "redis_url",
     "run_id",
+    "s3_endpoint",
+    "s3_storage",
     "serving",
     "session",
     "test_keys",
