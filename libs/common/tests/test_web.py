@@ -219,3 +219,42 @@ async def test_a_body_that_is_not_utf8_is_a_422_like_any_malformed_json(
         )
         assert response.status_code == 422, body
         assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+async def test_the_access_line_has_the_shape_of_every_other_log_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+    import json
+    import sys
+
+    from krika_common import telemetry
+
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, telemetry._access_lines)
+    try:
+        telemetry.configure_logging("testsvc", "INFO")
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=make_app()), base_url="http://t"
+        )
+        response = await client.get("/orders/1")
+        logging.getLogger("testsvc.access").info("GET /elsewhere 200", extra={"status": 200})
+        logging.getLogger("testsvc.access").setLevel(logging.WARNING)  # the switch still works
+        await client.get("/orders/2")
+    finally:
+        root.handlers[:], _, telemetry._access_lines = saved
+        root.setLevel(saved[1])
+        logging.getLogger("testsvc.access").setLevel(logging.NOTSET)
+
+    direct, through_logging = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert direct["message"] == "GET /orders/{order_id} 200"
+    assert direct["request_id"] == response.headers["x-request-id"]
+    assert direct["status"] == 200
+    assert isinstance(direct["duration_ms"], float)
+    assert list(direct) == [*through_logging, "duration_ms"]  # same fields, same order
+    for field in ("level", "logger", "service", "trace_id", "user_id"):
+        assert direct[field] == through_logging[field]
+    assert len(direct["time"]) == len(through_logging["time"])
+    assert direct["time"][:16] == through_logging["time"][:16]

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -77,6 +78,46 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+class _AccessLines:
+    """Where `configure_logging` sends the per-request access line: straight to the JSON
+    handler's stream, in the same shape as every other line, without a LogRecord, filter and
+    formatter per request. Measured in the gateway under load: 37 µs per line through
+    `logging`, 13 µs this way (bench/README.md). `<service>.access`'s level still switches
+    the line on and off; without `configure_logging` (tests) the line goes through `logging`.
+    """
+
+    def __init__(self, service: str, stream: Any) -> None:
+        self.service = service
+        self.write = stream.write
+        self.flush = stream.flush
+        self._second = -1
+        self._stamp = ""
+
+    def emit(self, logger: str, method: str, route: str, status: int, elapsed: float) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self._second:  # logging's asctime format, built once a second
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        line = {
+            "time": f"{self._stamp},{int((now - second) * 1000):03d}",
+            "level": "INFO",
+            "logger": logger,
+            "message": f"{method} {route} {status}",
+            "request_id": request_id_var.get(),
+            "trace_id": trace_id_var.get(),
+            "user_id": user_id_var.get(),
+            "service": self.service,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+        }
+        self.write(orjson.dumps(line).decode() + "\n")
+        self.flush()
+
+
+_access_lines: _AccessLines | None = None
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     """JSON lines on stdout: time, level, logger, message, service, request/trace/user ids."""
     handler = logging.StreamHandler(sys.stdout)
@@ -96,6 +137,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    global _access_lines
+    _access_lines = None if tracing_enabled() else _AccessLines(service, sys.stdout)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -237,7 +280,11 @@ class ObservabilityMiddleware:
                     )
                 series[0].inc()
                 series[1].observe(elapsed)
-                if self.log.isEnabledFor(logging.INFO):
+                if not self.log.isEnabledFor(logging.INFO):
+                    pass
+                elif _access_lines is not None:
+                    _access_lines.emit(self.log.name, method, template, status, elapsed)
+                else:
                     self.log.info(
                         "%s %s %s",
                         method,
