@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import struct
@@ -211,3 +212,37 @@ async def test_delete_removes_the_file(storage: Storage) -> None:
     await storage.delete(stored.key)
     with pytest.raises(NotFound):
         await storage.get(stored.key)
+
+
+async def test_uploads_beyond_the_decode_budget_get_a_503_and_store_nothing(
+    local_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from krika_common import storage as storage_module
+    from krika_common.storage import UploadsBusy
+    from krika_common.turns import Turns
+
+    release = threading.Event()
+    real_prepare = storage_module.prepare
+
+    def slow_prepare(data: bytes, kind: UploadKind) -> tuple[bytes, str]:
+        release.wait(5)
+        return real_prepare(data, kind)
+
+    monkeypatch.setattr(storage_module, "prepare", slow_prepare)
+    local_storage.decodes = Turns(1, queue=1, wait=0.2, busy=UploadsBusy)
+    png = image_bytes("PNG")
+    first = asyncio.create_task(local_storage.put(png, IMAGES, prefix="gallery"))
+    waiting = asyncio.create_task(local_storage.put(png, IMAGES, prefix="gallery"))
+    await asyncio.sleep(0.05)
+
+    with pytest.raises(UploadsBusy) as refused:  # one decoding, one waiting: no room
+        await local_storage.put(png, IMAGES, prefix="gallery")
+    assert refused.value.status == 503
+    assert refused.value.headers == {"Retry-After": "1"}
+    with pytest.raises(UploadsBusy):  # the waiting one gave up after 0.2 s
+        await waiting
+    release.set()
+    stored = await first
+    assert stored_keys(local_storage) == [stored.key]

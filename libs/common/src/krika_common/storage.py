@@ -40,7 +40,8 @@ import obstore
 from obstore.store import LocalStore, S3Store
 from PIL import Image, ImageOps
 
-from krika_common.errors import NotFound, ServiceError
+from krika_common.errors import NotFound, ServiceError, ServiceUnavailable
+from krika_common.turns import Turns
 
 JPEG, PNG, WEBP, PDF = "image/jpeg", "image/png", "image/webp", "application/pdf"
 _EXTENSIONS = {JPEG: "jpg", PNG: "png", WEBP: "webp", PDF: "pdf"}
@@ -80,6 +81,11 @@ class ImageTooLarge(ServiceError):
     message = "The image has more pixels than allowed"
 
 
+class UploadsBusy(ServiceUnavailable):
+    code = "busy"
+    message = "Too many uploads being processed; retry shortly"
+
+
 class LinkInvalid(ServiceError):
     status = 403
     code = "invalid_link"
@@ -92,6 +98,7 @@ UPLOAD_ERRORS: tuple[type[ServiceError], ...] = (
     UnsupportedFileType,
     InvalidFile,
     ImageTooLarge,
+    UploadsBusy,
 )
 
 
@@ -209,11 +216,20 @@ class Storage:
 
     MAX_LINK_LIFETIME: ClassVar[timedelta] = timedelta(hours=1)
 
-    def __init__(self, store: LocalStore | S3Store, signer: LinkSigner | None = None) -> None:
+    def __init__(
+        self,
+        store: LocalStore | S3Store,
+        signer: LinkSigner | None = None,
+        *,
+        decodes: Turns | None = None,
+    ) -> None:
         if isinstance(store, LocalStore) and signer is None:
             raise ValueError("a local store needs a LinkSigner for its links")
         self.store = store
         self.signer = signer
+        # A decoded image takes up to 4 bytes per pixel of the budget (160 MB at 40 Mpx): two
+        # at a time, a few waiting, the rest 503 `busy`.
+        self.decodes = decodes or Turns(2, queue=8, wait=10.0, busy=UploadsBusy)
 
     @classmethod
     def open(
@@ -240,8 +256,9 @@ class Storage:
         it under a generated key in `prefix` (e.g. "kyc", "gallery")."""
         if not _PREFIX.match(prefix):
             raise ValueError(f"invalid key prefix {prefix!r}")
-        # Decoding and encoding an image is CPU work: off the event loop.
-        content, content_type = await asyncio.to_thread(prepare, data, kind)
+        # Decoding and encoding an image is CPU and memory: off the event loop, in turns.
+        async with self.decodes.turn():
+            content, content_type = await asyncio.to_thread(prepare, data, kind)
         key = f"{prefix}/{uuid.uuid4().hex}.{_EXTENSIONS[content_type]}"
         if isinstance(self.store, S3Store):  # a local directory keeps no attributes
             await obstore.put_async(

@@ -17,6 +17,7 @@ from prometheus_client import Counter
 
 from identity.config import Settings
 from krika_common.errors import ServiceUnavailable
+from krika_common.turns import Turns
 
 T = TypeVar("T")
 
@@ -28,6 +29,11 @@ HASHES_REFUSED = Counter(
 class PasswordHashingBusy(ServiceUnavailable):
     code = "busy"
     message = "Too many sign-ins at once; retry shortly"
+
+
+def _refused() -> PasswordHashingBusy:
+    HASHES_REFUSED.inc()
+    return PasswordHashingBusy()
 
 
 COMMON_PASSWORDS = frozenset(
@@ -56,29 +62,18 @@ class Passwords:
         )
         concurrency = settings.password_hash_concurrency
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="argon2")
-        self._turns = asyncio.Semaphore(concurrency)
-        self._waiting = 0
-        self._max_waiting = settings.password_hash_queue
-        self._max_wait = settings.password_hash_wait
+        self._turns = Turns(
+            concurrency,
+            queue=settings.password_hash_queue,
+            wait=settings.password_hash_wait,
+            busy=_refused,
+        )
         # Verified against when the account does not exist, so timing does not tell.
         self._decoy = self._hasher.hash(secrets.token_urlsafe(16))
 
     async def _run(self, work: Callable[[], T]) -> T:
-        if self._turns.locked() and self._waiting >= self._max_waiting:
-            HASHES_REFUSED.inc()
-            raise PasswordHashingBusy()
-        self._waiting += 1
-        try:
-            await asyncio.wait_for(self._turns.acquire(), self._max_wait)
-        except TimeoutError:
-            HASHES_REFUSED.inc()
-            raise PasswordHashingBusy() from None
-        finally:
-            self._waiting -= 1
-        try:
+        async with self._turns.turn():
             return await asyncio.get_running_loop().run_in_executor(self._pool, work)
-        finally:
-            self._turns.release()
 
     async def hash(self, password: str) -> str:
         return await self._run(lambda: self._hasher.hash(password))
