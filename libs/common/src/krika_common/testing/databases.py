@@ -25,21 +25,22 @@ def _asyncpg_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-async def create_database(server_url: str, name: str) -> str:
+async def _on_server(server_url: str, statement: str) -> None:
+    """Run one statement on the server's `postgres` database (CREATE/DROP DATABASE)."""
     conn = await asyncpg.connect(_asyncpg_dsn(f"{server_url}/postgres"))
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def create_database(server_url: str, name: str) -> str:
+    await _on_server(server_url, f'CREATE DATABASE "{name}"')
     return f"{server_url}/{name}"
 
 
 async def drop_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(_asyncpg_dsn(f"{server_url}/postgres"))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await _on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def alembic_upgrade(alembic_ini: Path, database_url: str, revision: str = "head") -> None:
