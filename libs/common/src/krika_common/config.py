@@ -110,3 +110,47 @@ def redact_url(url: str) -> str:
 
 def service_config(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(env_prefix=prefix, extra="ignore", env_file=None)
+
+
+class StorageSettings(BaseSettings):
+    """Where a service that keeps files keeps them (krika_common.storage). A mixin:
+    `class Settings(StorageSettings, KrikaSettings)`, and add `storage_secrets()` to
+    `secret_fields()`.
+
+    `storage_url` is `file:///dir` (development: links signed with `file_link_secret`, served by
+    the service) or `s3://bucket` (presigned links; credentials from the fields below, or the
+    usual AWS_* variables / instance role when they are unset).
+    """
+
+    storage_url: str = "file:///var/lib/krika/files"
+    file_link_secret: str = DEV_PLACEHOLDER
+    # How long a download link works (capped at an hour by Storage).
+    file_link_ttl: int = Field(default=600, ge=10, le=3600)
+    storage_endpoint: str | None = None  # S3-compatible servers (MinIO, R2...)
+    storage_region: str | None = None
+    storage_access_key_id: str | None = None
+    storage_secret_access_key: str | None = None
+    storage_allow_http: bool = False  # only for a local S3 server in tests
+
+    def storage_secrets(self) -> dict[str, str]:
+        secrets = {}
+        if self.storage_url.startswith("file:"):
+            secrets["file_link_secret"] = self.file_link_secret
+        return secrets
+
+    def s3_options(self) -> dict[str, object]:
+        options: dict[str, object] = {
+            name: value
+            for name, value in (
+                ("endpoint", self.storage_endpoint),
+                ("region", self.storage_region),
+                ("access_key_id", self.storage_access_key_id),
+                ("secret_access_key", self.storage_secret_access_key),
+            )
+            if value is not None
+        }
+        if self.storage_allow_http:
+            options["client_options"] = {"allow_http": True}
+        if self.storage_endpoint is not None:
+            options["virtual_hosted_style_request"] = False
+        return options

@@ -4,7 +4,7 @@ One API over obstore's stores: a local directory (`file:///var/lib/krika/catalog
 for `make up` and tests) or S3 and S3-compatible servers (`s3://bucket`, with an endpoint for
 MinIO and the like). A service:
 
-    storage = Storage.open(settings.storage_url, link_secret=..., link_base="/catalog/files")
+    storage = Storage.from_settings(settings, link_base="/api/v1/catalog/files")
     stored = await storage.put(await upload.read(), IMAGES, prefix="gallery")  # 413/415/422
     url = await storage.signed_url(stored.key, timedelta(minutes=5))
 
@@ -18,7 +18,9 @@ and `%%EOF` trailer). The key is generated (`<prefix>/<32 hex>.<ext>`): no clien
 reaches the store, and keys that do not have this shape are refused on every read.
 
 Links: on S3, presigned GET URLs; on a local directory, `<link_base>/<key>?expires=&sig=` signed
-with HMAC-SHA256, served by the owning service through `verify_link` + `get`.
+with HMAC-SHA256, served by the owning service: a public route
+`GET <link_base>/{folder}/{name}` answering
+`link_response(*await storage.open_link(f"{folder}/{name}", expires, sig))`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ from urllib.parse import urlencode, urlsplit
 import obstore
 from obstore.store import LocalStore, S3Store
 from PIL import Image, ImageOps
+from starlette.responses import Response
 
+from krika_common.config import StorageSettings
 from krika_common.errors import NotFound, ServiceError, ServiceUnavailable
 from krika_common.turns import Turns
 
@@ -211,6 +215,22 @@ class LinkSigner:
             raise LinkInvalid()
 
 
+def link_response(content: bytes, content_type: str) -> Response:
+    """A file behind a signed link: shown inline, never sniffed into something else, never run
+    as a page (a PDF or image cannot carry script into our origin), kept only by the browser."""
+    return Response(
+        content,
+        media_type=content_type,
+        headers={
+            "Cache-Control": "private, max-age=300",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; img-src 'self'; sandbox",
+            "Content-Disposition": "inline",
+            "Referrer-Policy": "no-referrer",
+        },
+    )
+
+
 class Storage:
     """Files of one service in one store (a bucket or a directory)."""
 
@@ -250,6 +270,17 @@ class Storage:
         if parts.scheme == "s3" and parts.netloc:
             return cls(S3Store(parts.netloc, **s3_options))
         raise ValueError(f"unsupported storage URL scheme: {parts.scheme!r}")
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings, *, link_base: str) -> Storage:
+        """The service's store; `link_base` is the public path of its link route
+        (e.g. "/api/v1/kyc/files"), used by a local directory's signed links."""
+        return cls.open(
+            settings.storage_url,
+            link_secret=settings.file_link_secret.encode(),
+            link_base=link_base,
+            **settings.s3_options(),
+        )
 
     async def put(self, data: bytes, kind: UploadKind, *, prefix: str) -> StoredFile:
         """Check `data` as a `kind` upload (413/415/422 before anything is written) and store

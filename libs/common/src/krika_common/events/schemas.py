@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from pydantic import BaseModel
+
 from krika_common.events.envelope import EventData
 
 # --- identity ---------------------------------------------------------------------------------
@@ -79,3 +81,119 @@ class UserRolesChanged(EventData):
     changed_at: datetime
     token_version: int
     suspended: bool = False
+
+
+class KycSubmitted(EventData):
+    """A provider sent identity documents; an admin will decide."""
+
+    event_type = "identity.kyc_submitted"
+    event_version = 1
+
+    submission_id: uuid.UUID
+    user_id: uuid.UUID
+    submitted_at: datetime
+
+
+class KycApproved(EventData):
+    """The provider's identity is verified: they may publish services and withdraw."""
+
+    event_type = "identity.kyc_approved"
+    event_version = 1
+
+    submission_id: uuid.UUID
+    user_id: uuid.UUID
+    decided_by: uuid.UUID
+    decided_at: datetime
+
+
+class KycRejected(EventData):
+    """The submission was refused (`reason` is shown to the provider); they may resubmit."""
+
+    event_type = "identity.kyc_rejected"
+    event_version = 1
+
+    submission_id: uuid.UUID
+    user_id: uuid.UUID
+    reason: str
+    decided_by: uuid.UUID
+    decided_at: datetime
+
+
+# --- catalog ----------------------------------------------------------------------------------
+
+
+class PackageSnapshot(BaseModel):
+    """One package as orders snapshots it (price in minor units)."""
+
+    id: uuid.UUID
+    name: str
+    price: int
+    currency: str
+    delivery_days: int
+    revisions: int
+
+
+class _ServiceChanged(EventData):
+    """The service as it is now: what orders needs to price an order from it."""
+
+    service_id: uuid.UUID
+    provider_id: uuid.UUID
+    category_id: uuid.UUID
+    title: str
+    status: str
+    packages: list[PackageSnapshot]
+    # Increases with every change of the service: a consumer keeps the highest it has seen.
+    revision: int
+    changed_at: datetime
+
+
+class ServicePublished(_ServiceChanged):
+    event_type = "catalog.service_published"
+    event_version = 1
+
+
+class ServiceUpdated(_ServiceChanged):
+    """Any other change: details, packages, paused, resumed."""
+
+    event_type = "catalog.service_updated"
+    event_version = 1
+
+
+class ServiceArchived(_ServiceChanged):
+    """No new orders; existing orders go on."""
+
+    event_type = "catalog.service_archived"
+    event_version = 1
+
+
+class ReviewPosted(EventData):
+    event_type = "catalog.review_posted"
+    event_version = 1
+
+    review_id: uuid.UUID
+    service_id: uuid.UUID
+    order_id: uuid.UUID
+    provider_id: uuid.UUID
+    customer_id: uuid.UUID
+    rating: int
+    posted_at: datetime
+
+
+# --- orders -----------------------------------------------------------------------------------
+
+
+class OrderCompleted(EventData):
+    """The customer accepted the work (or it was accepted automatically): escrow is released
+    and the customer may review the service."""
+
+    event_type = "orders.order_completed"
+    event_version = 1
+
+    order_id: uuid.UUID
+    service_id: uuid.UUID
+    package_id: uuid.UUID
+    customer_id: uuid.UUID
+    provider_id: uuid.UUID
+    price: int
+    currency: str
+    completed_at: datetime
