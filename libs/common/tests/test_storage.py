@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import struct
 import time
-import zlib
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import obstore
 import pytest
 from PIL import Image
 
@@ -29,45 +26,13 @@ from krika_common.storage import (
     UnsupportedFileType,
     UploadKind,
 )
+from krika_common.testing.storage import image_bytes, jpeg_with_gps, png_bomb, stored_keys
 
 
 @pytest.fixture(params=["local", "s3"])
 def storage(request: pytest.FixtureRequest) -> Storage:
     store: Storage = request.getfixturevalue(f"{request.param}_storage")
     return store
-
-
-def stored_keys(storage: Storage) -> list[str]:
-    return [meta["path"] for chunk in obstore.list(storage.store) for meta in chunk]
-
-
-def image_bytes(fmt: str, size: tuple[int, int] = (64, 48), **save: object) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (200, 30, 30)).save(out, format=fmt, **save)
-    return out.getvalue()
-
-
-def jpeg_with_gps() -> bytes:
-    exif = Image.Exif()
-    exif[0x010F] = "PhoneMaker"  # Make
-    gps = exif.get_ifd(0x8825)
-    gps[1], gps[2] = "N", (48.0, 51.0, 29.0)  # GPSLatitudeRef, GPSLatitude
-    gps[3], gps[4] = "E", (2.0, 17.0, 40.0)
-    return image_bytes("JPEG", exif=exif)
-
-
-def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
-    """A small PNG declaring 900 million pixels (one compressed row, then nothing)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    rows = zlib.compress(b"\x00" * (width + 1) * 16, 9)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-    )
 
 
 async def test_an_image_is_stored_without_its_exif_and_with_its_hash(storage: Storage) -> None:

@@ -6,7 +6,11 @@ single use, expiring), the RS256 signing keys and their JWKS at `/.well-known/jw
 Events out (through the outbox, published by `identity.worker`): identity.user_registered,
 identity.email_verification_requested, identity.password_reset_requested (their tokens sealed
 for notify), identity.user_suspended, identity.user_reinstated, identity.user_roles_changed
-(each with the user's new `token_version`: see krika_common.access). Events in: none yet.
+(each with the user's new `token_version`: see krika_common.access), identity.kyc_submitted,
+identity.kyc_approved, identity.kyc_rejected. Events in: none.
+
+KYC (identity.kyc): providers' identity documents in the service's store
+(krika_common.storage), opened only through signed links at `/kyc/files/...`.
 
 Run with `python -m identity` (krika_common.server: uvicorn with every limit explicit).
 """
@@ -19,15 +23,18 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from redis.asyncio import Redis
+from starlette.types import Scope
 
+from identity import kyc as kyc_use_cases
 from identity.config import Settings
-from identity.endpoints import auth, users
+from identity.endpoints import auth, kyc, users
 from identity.keys import SigningKeys, link_key
 from identity.security import Passwords, TokenHasher
 from identity.service import Identity
 from identity.throttle import LoginThrottle
 from krika_common.auth import StaticKeys, TokenVerifier
 from krika_common.db import database_check, make_engine, make_sessionmaker
+from krika_common.storage import Storage
 from krika_common.telemetry import configure_logging, setup_tracing
 from krika_common.web import install_http
 
@@ -37,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.service_name, settings.log_level)
     keys = SigningKeys.from_settings(settings)
     sealing_key = link_key(settings)
+    storage = Storage.from_settings(settings, link_base=kyc_use_cases.LINK_BASE)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tokens=TokenHasher(settings.token_pepper),
             throttle=LoginThrottle(redis, settings),
             link_key=sealing_key,
+            storage=storage,
         )
 
         async def cache() -> None:
@@ -71,11 +80,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Krika identity",
         version="1.0.0",
-        summary="Users, authentication, roles",
+        summary="Users, authentication, roles, KYC",
         lifespan=lifespan,
     )
     app.include_router(auth)
     app.include_router(users)
+    app.include_router(kyc)
 
     @app.get("/.well-known/jwks.json", tags=["auth"])
     async def jwks(response: Response) -> dict[str, Any]:
@@ -83,5 +93,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["Cache-Control"] = "public, max-age=300"
         return keys.jwks()
 
-    install_http(app, settings)
+    def body_limit(scope: Scope) -> int:
+        if scope["path"] == "/kyc/submissions":  # exactly: not its sub-routes
+            return settings.kyc_body_limit
+        return settings.http.body_limit(scope["path"])
+
+    install_http(app, settings, body_limit=body_limit)
     return app

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from krika_common.config import DEV_PLACEHOLDER, KrikaSettings, service_config
+from krika_common.config import DEV_PLACEHOLDER, MIB, KrikaSettings, StorageSettings, service_config
 
 
-class Settings(KrikaSettings):
+class Settings(StorageSettings, KrikaSettings):
     model_config = service_config("IDENTITY_")
 
     service_name: str = "identity"
@@ -63,8 +63,16 @@ class Settings(KrikaSettings):
     password_hash_queue: int = 32
     password_hash_wait: float = 5.0
 
+    # KYC: a provider must be at least this old.
+    kyc_minimum_age: int = Field(default=18, ge=0)
+    # The body of `POST /kyc/submissions` (only that route): three files of at most 10 MiB
+    # each, the form's fields and its boundaries. Every other route keeps `http`'s 1 MiB.
+    kyc_body_limit: int = Field(default=31 * MIB, ge=MIB)
+
     def secret_fields(self) -> dict[str, str]:
-        return super().secret_fields() | {"token_pepper": self.token_pepper}
+        return (
+            super().secret_fields() | self.storage_secrets() | {"token_pepper": self.token_pepper}
+        )
 
     @property
     def password_hash_concurrency(self) -> int:

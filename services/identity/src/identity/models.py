@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from sqlalchemy import Column, DateTime, Index, LargeBinary, String, text
@@ -96,3 +96,69 @@ class OneTimeToken(SQLModel, table=True):
     created_at: datetime = utc_field()
     expires_at: datetime = Field(sa_column=_ts(nullable=False))
     used_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+class KycStatus(StrEnum):
+    none = "none"  # never submitted (only in answers; no row has it)
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+
+
+class DocumentType(StrEnum):
+    national_id = "national_id"
+    passport = "passport"
+    drivers_license = "drivers_license"
+
+
+class KycFileKind(StrEnum):
+    document_front = "document_front"
+    document_back = "document_back"
+    selfie = "selfie"
+
+
+class KycSubmission(SQLModel, table=True):
+    """A provider's identity documents and personal details, and the admin's decision.
+
+    At most one submission per user is pending or approved (a partial unique index): a second
+    one while the first is undecided, or after approval, is refused; after a rejection the
+    provider submits again (a new row; the old one stays as the record).
+    """
+
+    __tablename__ = "kyc_submissions"
+    __table_args__ = (
+        Index(
+            "uq_kyc_submissions_open_per_user",
+            "user_id",
+            unique=True,
+            postgresql_where=text("status IN ('pending', 'approved')"),
+        ),
+        Index("ix_kyc_submissions_queue", "status", "submitted_at", "id"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    legal_name: str = Field(max_length=200)
+    date_of_birth: date
+    country: str = Field(max_length=2)
+    document_type: str = Field(max_length=20)
+    status: str = Field(default=KycStatus.pending, max_length=20)
+    reason: str | None = Field(default=None, max_length=500)
+    submitted_at: datetime = utc_field()
+    decided_at: datetime | None = Field(default=None, sa_column=_ts())
+    decided_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+
+
+class KycFile(SQLModel, table=True):
+    """One stored file of a submission (its key in the store, never a client path)."""
+
+    __tablename__ = "kyc_files"
+
+    submission_id: uuid.UUID = Field(
+        foreign_key="kyc_submissions.id", primary_key=True, ondelete="CASCADE"
+    )
+    kind: str = Field(max_length=20, primary_key=True)
+    key: str = Field(max_length=200, unique=True)
+    content_type: str = Field(max_length=50)
+    size: int
+    sha256: str = Field(max_length=64)

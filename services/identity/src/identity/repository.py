@@ -9,7 +9,7 @@ from sqlalchemy import any_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from identity.models import OneTimeToken, RefreshToken, User
+from identity.models import KycFile, KycSubmission, OneTimeToken, RefreshToken, User
 from krika_common.db import get_by_id
 from krika_common.pagination import Page, keyset_page
 
@@ -96,3 +96,39 @@ async def spend_one_time_tokens(
         )
         .values(used_at=now)
     )
+
+
+async def get_kyc_submission(
+    session: AsyncSession, submission_id: uuid.UUID, *, for_update: bool = False
+) -> KycSubmission | None:
+    return await get_by_id(session, KycSubmission, submission_id, for_update=for_update)
+
+
+async def latest_kyc_submission(session: AsyncSession, user_id: uuid.UUID) -> KycSubmission | None:
+    stmt = (
+        select(KycSubmission)
+        .where(col(KycSubmission.user_id) == user_id)
+        .order_by(col(KycSubmission.submitted_at).desc(), col(KycSubmission.id).desc())
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def kyc_files(session: AsyncSession, submission_id: uuid.UUID) -> list[KycFile]:
+    stmt = (
+        select(KycFile)
+        .where(col(KycFile.submission_id) == submission_id)
+        .order_by(col(KycFile.kind))
+    )
+    return list((await session.exec(stmt)).all())
+
+
+async def list_kyc_submissions(
+    session: AsyncSession, *, status: str | None, cursor: str | None, limit: int
+) -> Page[KycSubmission]:
+    """The review queue: oldest first (keyset on submitted_at, id)."""
+    stmt = select(KycSubmission)
+    if status is not None:
+        stmt = stmt.where(col(KycSubmission.status) == status)
+    keys = (col(KycSubmission.submitted_at), col(KycSubmission.id))
+    return await keyset_page(session, stmt, keys, cursor=cursor, limit=limit, descending=False)

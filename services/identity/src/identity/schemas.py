@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints
 
-from identity.models import Role
+from identity.models import DocumentType, KycFileKind, KycStatus, Role
 from krika_common.schemas import Input, Line
 
 
@@ -95,3 +95,60 @@ class SetRolesIn(Input):
 
 class SuspendIn(Input):
     reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+# --- KYC --------------------------------------------------------------------------------------
+
+
+class KycSubmittedOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    status: KycStatus
+    submitted_at: datetime
+
+
+class KycStatusOut(BaseModel):
+    """The caller's verification: `none` before a first submission; `reason` when rejected."""
+
+    status: KycStatus
+    reason: str | None = None
+    submission_id: uuid.UUID | None = None
+    submitted_at: datetime | None = None
+    decided_at: datetime | None = None
+
+
+class KycSubmissionSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    status: KycStatus
+    legal_name: str
+    country: str
+    document_type: DocumentType
+    submitted_at: datetime
+    reason: str | None
+    decided_at: datetime | None
+    decided_by: uuid.UUID | None
+
+
+class KycDocumentOut(BaseModel):
+    """A stored file; `url` opens it until `links_expire_at` (then ask for the submission
+    again)."""
+
+    kind: KycFileKind
+    content_type: str
+    size: int
+    sha256: str
+    url: str
+
+
+class KycSubmissionOut(KycSubmissionSummary):
+    date_of_birth: date
+    documents: list[KycDocumentOut]
+    links_expire_at: datetime
+
+
+class RejectKycIn(Input):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]

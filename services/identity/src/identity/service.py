@@ -42,6 +42,7 @@ from krika_common.events import (
     record_event,
 )
 from krika_common.events.sealed import seal
+from krika_common.storage import Storage
 
 PRODUCER = "identity"
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class Identity:
     throttle: LoginThrottle
     # notify's link key: one-time tokens travel sealed with it.
     link_key: ECKey
+    # KYC documents.
+    storage: Storage
 
 
 def _check_password(password: str, email: str, full_name: str) -> None:
