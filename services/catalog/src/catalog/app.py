@@ -1,0 +1,98 @@
+"""catalog: categories, services (gigs) with packages and media, search, reviews.
+
+Owns: the category tree; services with their packages, gallery media (object storage, links
+signed at answer time), FAQ and lifecycle (draft → published ⇄ paused → archived); full-text
+search (tsvector + unaccent + pg_trgm); reviews and the rating they add up to; a read model of
+providers (KYC status, suspension) and of completed orders, fed by events. Redis caches the
+public category tree and service pages (catalog.cache).
+Events out (through the outbox, published by `catalog.worker`): catalog.service_published,
+catalog.service_updated, catalog.service_archived, catalog.review_posted.
+Events in (catalog.worker, through the inbox): identity.kyc_submitted / kyc_approved /
+kyc_rejected, identity.user_suspended / user_reinstated / user_roles_changed,
+orders.order_completed.
+
+Run with `python -m catalog` (krika_common.server: uvicorn with every limit explicit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from catalog.cache import PageCache
+from catalog.config import Settings
+from catalog.endpoints import categories, discovery, reviews, services
+from catalog.service import Catalog
+from krika_common.access import AccessMarks
+from krika_common.auth import JWKSClient, KeySource, TokenVerifier
+from krika_common.db import database_check, make_engine, make_sessionmaker
+from krika_common.storage import Storage
+from krika_common.telemetry import configure_logging, setup_tracing
+from krika_common.web import install_http
+
+# The public path of the file route through the gateway (local store's signed links).
+LINK_BASE = "/api/v1/catalog/files"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    keys: KeySource | None = None,
+    storage: Storage | None = None,
+) -> FastAPI:
+    """`keys`: verify tokens with these instead of identity's JWKS (tests); `storage`: use this
+    store instead of the settings' one (tests)."""
+    settings = settings or Settings()
+    configure_logging(settings.service_name, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import httpx
+
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        redis: Redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.cache_timeout * 4,
+            socket_connect_timeout=settings.cache_timeout * 4,
+        )
+        http = httpx.AsyncClient()
+        setup_tracing(settings.service_name, app, engine)
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.token_verifier = TokenVerifier(
+            keys or JWKSClient(settings.jwks_url, http),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+        app.state.access_marks = AccessMarks(redis, settings.access_token_max_ttl)
+        app.state.catalog = Catalog(
+            settings=settings,
+            storage=storage or Storage.from_settings(settings, link_base=LINK_BASE),
+            cache=PageCache(redis, timeout=settings.cache_timeout),
+        )
+
+        async def cache() -> None:
+            await redis.ping()
+
+        app.state.readiness.update(database=database_check(engine), redis=cache)
+        try:
+            yield
+        finally:
+            await http.aclose()
+            await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Krika catalog",
+        version="1.0.0",
+        summary="Categories, services, search, reviews",
+        lifespan=lifespan,
+    )
+    app.include_router(categories)
+    app.include_router(services)
+    app.include_router(reviews)
+    app.include_router(discovery)
+    install_http(app, settings, body_limit=lambda scope: settings.body_limit_for(scope["path"]))
+    return app
