@@ -21,6 +21,7 @@ from krika_common.db import make_sessionmaker
 from krika_common.events import EventBus, OutboxRelay
 from krika_common.testing import eventually
 from krika_common.testing.http import serving
+from krika_common.testing.storage import LINK_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,6 +55,8 @@ async def gateway(
         signing_key_file=key,
         link_key_file=link,
         token_pepper="flow-test",
+        storage_url=f"file://{tmp_path / 'identity-files'}",
+        file_link_secret=LINK_SECRET.decode(),
         edge_secret=EDGE,
         argon2_time_cost=1,
         argon2_memory_cost=1024,

@@ -72,6 +72,9 @@ DEV_SECRETS: dict[str, Callable[[], str]] = {
     "IDENTITY_TOKEN_PEPPER": lambda: secrets.token_urlsafe(32),
     # Shared by the gateway and every service as <SVC>_EDGE_SECRET (krika_common.edge).
     "KRIKA_EDGE_SECRET": lambda: secrets.token_urlsafe(32),
+    # Each service with files signs its download links with its own key (krika_common.storage).
+    "IDENTITY_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
+    "CATALOG_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
     # "PAYMENTS_PAYSTACK_SECRET_KEY": lambda: "sk_test_" + secrets.token_hex(20),
 }
 
@@ -163,6 +166,8 @@ def environment(
             defaults[f"{p}MONGODB_URL"] = extra["MONGODB_URL"]
         if app.name != "gateway":
             defaults[f"GATEWAY_{p}URL"] = f"http://127.0.0.1:{app.port}"
+            # Uploaded files in development: a directory per service under .local/files.
+            defaults[f"{p}STORAGE_URL"] = (LOCAL / "files" / app.name).as_uri()
     defaults["GATEWAY_IDENTITY_URL"] = identity
     defaults["GATEWAY_OPS_PORT"] = str(GATEWAY_OPS_PORT)
     for sidecar in sidecars(apps):

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from identity.app import create_app
 from identity.config import Settings
 from krika_common.testing.http import app_client
+from krika_common.testing.storage import LINK_SECRET
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,9 +50,15 @@ def link_key(link_key_file: Path) -> ECKey:
 
 @pytest.fixture
 def settings(
-    database_url: str, redis_url: str, key_files: tuple[Path, Path], link_key_file: Path
+    database_url: str,
+    redis_url: str,
+    key_files: tuple[Path, Path],
+    link_key_file: Path,
+    tmp_path: Path,
 ) -> Settings:
     return Settings(
+        storage_url=f"file://{tmp_path / 'files'}",
+        file_link_secret=LINK_SECRET.decode(),
         environment="test",
         database_url=database_url,
         redis_url=redis_url,

@@ -355,6 +355,8 @@ async def test_anonymous_logins_cannot_exhaust_memory(
         "IDENTITY_DATABASE_URL": settings.database_url,
         "IDENTITY_REDIS_URL": settings.redis_url,
         "IDENTITY_TOKEN_PEPPER": "memory-test",
+        "IDENTITY_STORAGE_URL": settings.storage_url,
+        "IDENTITY_FILE_LINK_SECRET": settings.file_link_secret,
         "IDENTITY_EDGE_SECRET": "memory-test",
         "IDENTITY_SIGNING_KEY_FILE": str(settings.signing_key_file),
         "IDENTITY_LINK_KEY_FILE": str(settings.link_key_file),
