@@ -17,21 +17,29 @@ create() { # name, value on stdin
     fi
 }
 
-# The PostgreSQL and RabbitMQ passwords appear in more than one secret; generating them only
-# when none of those exist keeps the set consistent.
-if exists postgres_password || exists identity_database_url; then
-    if ! (exists postgres_password && exists identity_database_url); then
-        echo "postgres_password and identity_database_url must be created together;" \
-             "remove the one that exists or create the other by hand" >&2
-        exit 1
-    fi
-    echo "secrets postgres_password, identity_database_url: exist, kept"
+# The PostgreSQL password appears in every service's database URL. It is generated with
+# postgres_password; a database URL added later (a new service) needs it again: a Swarm secret
+# cannot be read back, so then pass it as POSTGRES_PASSWORD.
+SERVICE_DATABASES="identity catalog"
+if exists postgres_password; then
+    echo "secret postgres_password: exists, kept"
+    pg_password=${POSTGRES_PASSWORD:-}
 else
     pg_password=$(openssl rand -hex 24)
     printf '%s' "$pg_password" | create postgres_password
-    printf 'postgresql+asyncpg://krika:%s@postgres:5432/krika_identity' "$pg_password" \
-        | create identity_database_url
 fi
+for svc in $SERVICE_DATABASES; do
+    if exists "${svc}_database_url"; then
+        echo "secret ${svc}_database_url: exists, kept"
+    elif [ -z "$pg_password" ]; then
+        echo "${svc}_database_url is missing and postgres_password exists: run again with" \
+             "POSTGRES_PASSWORD set to its value" >&2
+        exit 1
+    else
+        printf 'postgresql+asyncpg://krika:%s@postgres:5432/krika_%s' "$pg_password" "$svc" \
+            | create "${svc}_database_url"
+    fi
+done
 
 if exists amqp_url || exists rabbitmq_conf; then
     if ! (exists amqp_url && exists rabbitmq_conf); then
@@ -59,6 +67,21 @@ exists edge_secret && echo "secret edge_secret: exists, kept" \
 exists notify_link_key && echo "secret notify_link_key: exists, kept" \
     || openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null \
         | create notify_link_key
+
+# The S3 credentials of the services that keep files (KYC documents, service media): an access
+# key of the object store, not something to generate. Pass STORAGE_ACCESS_KEY_ID and
+# STORAGE_SECRET_ACCESS_KEY the first time.
+for name in storage_access_key_id storage_secret_access_key; do
+    variable=$(echo "$name" | tr '[:lower:]' '[:upper:]')
+    if exists "$name"; then
+        echo "secret $name: exists, kept"
+    elif [ -n "${!variable:-}" ]; then
+        printf '%s' "${!variable}" | create "$name"
+    else
+        echo "secret $name: missing; run again with $variable set (the object store's key)" >&2
+        exit 1
+    fi
+done
 
 # Grafana's admin password is for a person, and a Swarm secret cannot be read back: it is printed
 # once, when generated. Set GRAFANA_ADMIN_PASSWORD to choose it instead.

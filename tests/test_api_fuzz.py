@@ -282,6 +282,7 @@ async def system(
     run_id: str,
     redis_client: object,  # flushes this run's Redis database first
     _events_exchange_cleanup: None,  # deletes the run's exchange if a service declared it
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[System]:
     services = discover_services()
     generic: dict[str, Any] = {
@@ -313,6 +314,8 @@ async def system(
                 # Alembic's env runs its own event loop: keep it off ours.
                 await asyncio.to_thread(alembic_upgrade, alembic_ini, database_url)
             values = {**generic, "database_url": database_url}
+            if "storage_url" in service.settings_cls.model_fields:  # it keeps uploaded files
+                values["storage_url"] = tmp_path_factory.mktemp(f"{service.name}-files").as_uri()
             if "identity" in urls:
                 values["jwks_url"] = f"{urls['identity']}/.well-known/jwks.json"
             app = service.create_app(build_settings(service, values))

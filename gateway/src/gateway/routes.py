@@ -37,12 +37,15 @@ PUBLIC_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/api/v1/auth/verify-email"),
     ("POST", "/api/v1/auth/forgot-password"),
     ("POST", "/api/v1/auth/reset-password"),
+    # Signed download links (krika_common.storage): the link itself is the credential.
+    ("GET", "/api/v1/kyc/files/{folder}/{name}"),
     ("GET", "/api/v1/catalog/categories"),
     ("GET", "/api/v1/catalog/categories/{id}"),
     ("GET", "/api/v1/catalog/services"),
     ("GET", "/api/v1/catalog/services/{id}"),
     ("GET", "/api/v1/catalog/services/{id}/reviews"),
     ("GET", "/api/v1/catalog/search"),
+    ("GET", "/api/v1/catalog/files/{folder}/{name}"),
     ("POST", "/api/v1/payments/webhooks/paystack"),
 )
 
