@@ -7,16 +7,16 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from catalog.app import create_app
+from catalog.cache import PageCache
+from catalog.config import Settings
+from catalog.consumers import inbox_handlers
 from fastapi import FastAPI
 from joserfc.jwk import KeySet
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from catalog.app import create_app
-from catalog.cache import PageCache
-from catalog.config import Settings
-from catalog.consumers import inbox_handlers
 from krika_common.auth import StaticKeys
 from krika_common.db import make_sessionmaker
 from krika_common.events import Delivery, Envelope, EventData
@@ -71,9 +71,7 @@ def sessionmaker(clean_db: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 @pytest.fixture
-def deliver(
-    sessionmaker: async_sessionmaker[AsyncSession], redis_client: Redis
-) -> Deliver:
+def deliver(sessionmaker: async_sessionmaker[AsyncSession], redis_client: Redis) -> Deliver:
     """Hand events to catalog's inbox handlers as the worker would (one batch)."""
     handlers = inbox_handlers(PageCache(redis_client, timeout=1.0))
 

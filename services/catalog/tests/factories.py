@@ -74,7 +74,10 @@ def reinstated(user_id: uuid.UUID, version: int) -> UserReinstated:
 
 
 def order_completed(
-    service_id: str, customer_id: uuid.UUID, provider_id: uuid.UUID, order_id: uuid.UUID | None = None
+    service_id: str,
+    customer_id: uuid.UUID,
+    provider_id: uuid.UUID,
+    order_id: uuid.UUID | None = None,
 ) -> OrderCompleted:
     return OrderCompleted(
         order_id=order_id or uuid.uuid4(),

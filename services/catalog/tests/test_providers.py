@@ -117,7 +117,11 @@ async def test_roles_changed_carries_the_suspension_too(
     await publish(client, provider.headers, service["id"])
     await deliver(
         UserRolesChanged(
-            user_id=provider.id, roles=["provider"], changed_at=now(), token_version=5, suspended=True
+            user_id=provider.id,
+            roles=["provider"],
+            changed_at=now(),
+            token_version=5,
+            suspended=True,
         )
     )
     assert await search_ids(client) == []

@@ -158,14 +158,18 @@ def tie(world: World, a: str, b: str, descending: bool) -> list[str]:
 
 async def test_sorts(client: httpx.AsyncClient, world: World) -> None:
     assert await names(client, world, sort="price_asc") == [
-        "D", "B", *tie(world, "C", "E", False), "A"
+        "D",
+        "B",
+        *tie(world, "C", "E", False),
+        "A",
     ]
     assert await names(client, world, sort="price_desc") == [
-        "A", *tie(world, "C", "E", True), "B", "D"
+        "A",
+        *tie(world, "C", "E", True),
+        "B",
+        "D",
     ]
-    assert await names(client, world, sort="rating") == [
-        "A", *tie(world, "B", "E", True), "D", "C"
-    ]
+    assert await names(client, world, sort="rating") == ["A", *tie(world, "B", "E", True), "D", "C"]
     assert await names(client, world, sort="newest") == ["E", "D", "C", "B", "A"]
     # Without words, relevance is newest.
     assert await names(client, world) == ["E", "D", "C", "B", "A"]

@@ -48,7 +48,9 @@ async def test_only_providers_create_services(
 ) -> None:
     customer = Actor(mint_token, "customer")
     body = service_body(category["id"])
-    assert (await client.post("/catalog/services", json=body, headers=customer.headers)).status_code == 403
+    assert (
+        await client.post("/catalog/services", json=body, headers=customer.headers)
+    ).status_code == 403
     assert (await client.post("/catalog/services", json=body)).status_code == 401
 
 
@@ -77,7 +79,9 @@ async def test_input_limits(
     client: httpx.AsyncClient, provider: Actor, category: dict[str, Any], overrides: dict[str, Any]
 ) -> None:
     response = await client.post(
-        "/catalog/services", json=service_body(category["id"], **overrides), headers=provider.headers
+        "/catalog/services",
+        json=service_body(category["id"], **overrides),
+        headers=provider.headers,
     )
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "validation_error"
@@ -105,7 +109,9 @@ async def test_drafts_are_invisible_to_everyone_but_their_owner(
     assert hidden.json()["error"] == "service_not_found"
     assert (await client.get(path, headers=provider.headers)).json()["status"] == "draft"
     # Nor can anyone else change, publish or upload to it.
-    assert (await client.patch(path, json={"title": "Mine"}, headers=stranger.headers)).status_code == 404
+    assert (
+        await client.patch(path, json={"title": "Mine"}, headers=stranger.headers)
+    ).status_code == 404
     assert (await client.post(f"{path}/publish", headers=stranger.headers)).status_code == 404
     assert (await client.post(f"{path}/archive", headers=stranger.headers)).status_code == 404
     assert await client.get("/catalog/search") is not None
@@ -153,7 +159,9 @@ async def test_lifecycle_and_its_events(
     again = await client.post(f"{path}/publish", headers=provider.headers)
     assert again.status_code == 409
     assert again.json()["error"] == "invalid_transition"
-    assert (await client.patch(path, json={"title": "New"}, headers=provider.headers)).status_code == 409
+    assert (
+        await client.patch(path, json={"title": "New"}, headers=provider.headers)
+    ).status_code == 409
     assert (await client.post(f"{path}/pause", headers=provider.headers)).status_code == 409
 
     events = await outbox_events(clean_db)
@@ -165,7 +173,11 @@ async def test_lifecycle_and_its_events(
         "catalog.service_archived",
     ]
     assert [e["data"]["status"] for e in events] == [
-        "published", "paused", "published", "published", "archived"
+        "published",
+        "paused",
+        "published",
+        "published",
+        "archived",
     ]
     revisions = [e["data"]["revision"] for e in events]
     assert revisions == sorted(set(revisions))
@@ -178,10 +190,14 @@ async def test_pausing_a_draft_is_an_invalid_transition(
     client: httpx.AsyncClient, provider: Actor, category: dict[str, Any]
 ) -> None:
     service = await create_service(client, provider.headers, category["id"])
-    response = await client.post(f"/catalog/services/{service['id']}/pause", headers=provider.headers)
+    response = await client.post(
+        f"/catalog/services/{service['id']}/pause", headers=provider.headers
+    )
     assert response.status_code == 409
     assert response.json()["error"] == "invalid_transition"
-    archived = await client.post(f"/catalog/services/{service['id']}/archive", headers=provider.headers)
+    archived = await client.post(
+        f"/catalog/services/{service['id']}/archive", headers=provider.headers
+    )
     assert archived.json()["status"] == "archived"
 
 
@@ -189,7 +205,10 @@ async def test_patch_changes_only_what_is_sent_and_keeps_package_ids(
     client: httpx.AsyncClient, provider: Actor, category: dict[str, Any]
 ) -> None:
     service = await create_service(
-        client, provider.headers, category["id"], packages=[package(5000), package(8000, name="Pro")]
+        client,
+        provider.headers,
+        category["id"],
+        packages=[package(5000), package(8000, name="Pro")],
     )
     basic, pro = service["packages"]
     response = await client.patch(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -27,8 +27,16 @@ from krika_common.telemetry import configure_logging, setup_tracing
 from krika_common.web import install_http
 
 
-def create_worker_app(settings: Settings | None = None) -> FastAPI:
+def create_worker_app(
+    settings: Settings | None = None, *, make_bus: Callable[[str], EventBus] | None = None
+) -> FastAPI:
+    """`make_bus(queue)`: build the buses another way (tests: short-lived queues)."""
     settings = settings or Settings()
+    if make_bus is None:
+
+        def make_bus(queue: str) -> EventBus:
+            return EventBus.from_settings(settings, queue=queue)
+
     configure_logging(f"{settings.service_name}-worker", settings.log_level)
 
     @asynccontextmanager
@@ -36,8 +44,8 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, pool_size=4)
         setup_tracing(f"{settings.service_name}-worker", None, engine)
         redis: Redis = Redis.from_url(settings.redis_url)
-        bus = EventBus.from_settings(settings)
-        marks_bus = EventBus.from_settings(settings, queue=f"{settings.service_name}.access")
+        bus = make_bus(f"{settings.service_name}.events")
+        marks_bus = make_bus(f"{settings.service_name}.access")
         sessionmaker = make_sessionmaker(engine)
         relay = OutboxRelay(sessionmaker, bus, service=settings.service_name)
         inbox_handlers(PageCache(redis, timeout=settings.cache_timeout)).subscribe(
