@@ -41,7 +41,11 @@ async def test_worker_relays_the_outbox_and_feeds_the_read_model_from_the_bus(
     identity = event_bus_factory("identity")
 
     async with app_client(worker) as ops:
-        await eventually(lambda: ops.get("/readyz"), what="worker up")
+
+        async def consuming() -> bool:
+            return (await ops.get("/readyz")).status_code == 200
+
+        await eventually(consuming, within=10, what="worker consuming")
         await identity.connect()
         await identity.publish(Envelope.wrap(kyc_approved(newcomer.id), producer="identity"))
 

@@ -3,7 +3,7 @@ models of (catalog.consumers, through the inbox, queue `catalog.events`), record
 (krika_common.access, queue `catalog.access`: a separate queue, so a Redis outage delays marks
 without holding back the read models) and prunes old outbox/inbox rows.
 
-It serves /healthz, /readyz (database, broker) and /metrics on CATALOG_WORKER_PORT.
+It serves /healthz, /readyz (database, both consumers) and /metrics on CATALOG_WORKER_PORT.
 """
 
 from __future__ import annotations
@@ -75,7 +75,11 @@ def create_worker_app(
             ),
         ]
 
-        app.state.readiness.update(database=database_check(engine), broker=bus.check_ready)
+        app.state.readiness.update(
+            database=database_check(engine),
+            broker=bus.check_ready,
+            access_marks=marks_bus.check_ready,
+        )
         try:
             yield
         finally:
