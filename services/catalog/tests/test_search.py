@@ -111,8 +111,23 @@ async def test_typo_and_prefix_and_accents(client: httpx.AsyncClient, world: Wor
     assert await names(client, world, q="zzzzqqq") == []
 
 
-async def test_relevance_puts_the_best_match_first(client: httpx.AsyncClient, world: World) -> None:
-    assert await names(client, world, q="photo", sort="relevance") == ["A", "E"]
+async def test_relevance_puts_title_matches_before_description_matches(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    design = world.categories["design"]["id"]
+    created = await create_service(
+        client,
+        world.provider.headers,
+        design,
+        title="Event video",
+        tags=["video"],
+        description="Birthdays, weddings and conferences, filmed and edited.",
+    )
+    await publish(client, world.provider.headers, created["id"])
+    world.ids["F"] = created["id"]
+
+    assert await names(client, world, q="wedding", sort="relevance") == ["A", "F"]
+    assert await names(client, world, q="wedding", sort="newest") == ["F", "A"]
 
 
 async def test_category_includes_its_subcategories(client: httpx.AsyncClient, world: World) -> None:

@@ -1,11 +1,14 @@
 """catalog: categories, services, packages, media, reviews, providers, outbox, inbox, search
 
-Search: `pg_trgm` and `unaccent` (trusted extensions), IMMUTABLE wrappers around unaccent (it is
-only STABLE) so generated columns can use them, and on `services` the generated columns
-`listed`, `search_document` (tsvector: title A, tags B, description C, unaccented, English
-stemming) and `search_text` (unaccented lower-case title and tags, for trigram typo matching),
-with partial indexes over the listed services only. The outbox NOTIFY trigger is
-krika_common.events.outbox.OUTBOX_NOTIFY_DDL, written out.
+Search: `pg_trgm` and `unaccent` (trusted extensions); IMMUTABLE wrappers around unaccent (it
+is only STABLE) so generated columns can use it; on `services` the generated columns `listed`
+(published, provider not suspended), `search_document` (tsvector: title A, tags B, description
+C, unaccented, English stems), `title_document` (title A and tags B only: cheap to rank on)
+and `search_text` (unaccented lower-case title and tags), with partial indexes over the listed
+services only. Typo tolerance: `catalog_search_words`, the words of every title and tags (kept
+by a trigger) under a trigram index; `catalog_word_query(word)` is the tsquery of a query
+word: itself as a prefix, or one of the (at most 3) known words most similar to it. The outbox
+NOTIFY trigger is krika_common.events.outbox.OUTBOX_NOTIFY_DDL, written out.
 
 Revision ID: 3c7a1f2e9b40
 Revises: 
@@ -38,10 +41,49 @@ FUNCTIONS = (
             public.catalog_fold(coalesce(array_to_string(tags, ' '), ''))), 'B')
         || setweight(to_tsvector('pg_catalog.english'::regconfig,
             public.catalog_fold(coalesce(description, ''))), 'C') $$""",
+    """CREATE FUNCTION catalog_title_document(title text, tags text[])
+    RETURNS tsvector LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT
+        setweight(to_tsvector('pg_catalog.english'::regconfig,
+            public.catalog_fold(coalesce(title, ''))), 'A')
+        || setweight(to_tsvector('pg_catalog.english'::regconfig,
+            public.catalog_fold(coalesce(array_to_string(tags, ' '), ''))), 'B') $$""",
     """CREATE FUNCTION catalog_search_text(title text, tags text[]) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT public.catalog_fold(
         coalesce(title, '') || ' ' || coalesce(array_to_string(tags, ' '), '')) $$""",
+)
+
+WORDS = (
+    """CREATE TABLE catalog_search_words (
+    word text PRIMARY KEY,
+    CONSTRAINT ck_catalog_search_words_length CHECK (length(word) BETWEEN 3 AND 40))""",
+    """CREATE INDEX ix_catalog_search_words_trgm ON catalog_search_words
+    USING gin (word gin_trgm_ops)""",
+    """CREATE FUNCTION catalog_remember_words() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.catalog_search_words (word)
+    SELECT DISTINCT w FROM regexp_split_to_table(NEW.search_text, '[^[:alnum:]]+') AS w
+    WHERE length(w) BETWEEN 3 AND 40
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$""",
+    """CREATE TRIGGER services_remember_words AFTER INSERT OR UPDATE OF title, tags ON services
+    FOR EACH ROW EXECUTE FUNCTION catalog_remember_words()""",
+    # A word of the query (already folded): itself as a prefix, or a known word like it
+    # (trigram similarity >= 0.5, the 3 closest) - "photgraphy" finds "photography".
+    """CREATE FUNCTION catalog_word_query(word text) RETURNS tsquery
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT to_tsquery('pg_catalog.english', string_agg(term, ' | '))
+    FROM (
+        SELECT $1 || ':*' AS term
+        UNION ALL
+        (SELECT w.word FROM public.catalog_search_words w
+         WHERE w.word OPERATOR(public.%) $1 AND w.word <> $1
+           AND public.similarity(w.word, $1) >= 0.5
+         ORDER BY public.similarity(w.word, $1) DESC, w.word
+         LIMIT 3)
+    ) AS terms $$""",
 )
 
 SEARCH = (
@@ -50,6 +92,8 @@ SEARCH = (
         (status = 'published' AND NOT provider_suspended) STORED,
     ADD COLUMN search_document tsvector GENERATED ALWAYS AS
         (public.catalog_search_document(title, tags, description)) STORED,
+    ADD COLUMN title_document tsvector GENERATED ALWAYS AS
+        (public.catalog_title_document(title, tags)) STORED,
     ADD COLUMN search_text text GENERATED ALWAYS AS
         (public.catalog_search_text(title, tags)) STORED""",
     "CREATE INDEX ix_services_listed_price ON services (starting_price, id) WHERE listed",
@@ -58,8 +102,6 @@ SEARCH = (
     "CREATE INDEX ix_services_listed_category ON services (category_id, id) WHERE listed",
     "CREATE INDEX ix_services_listed_provider ON services (provider_id, id) WHERE listed",
     """CREATE INDEX ix_services_listed_document ON services USING gin (search_document)
-    WHERE listed""",
-    """CREATE INDEX ix_services_listed_text ON services USING gin (search_text gin_trgm_ops)
     WHERE listed""",
 )
 
@@ -200,7 +242,7 @@ def upgrade() -> None:
     )
     op.create_index('ix_reviews_service_newest', 'reviews', ['service_id', 'created_at', 'id'], unique=False)
     # ### end Alembic commands ###
-    for statement in (*SEARCH, *OUTBOX_NOTIFY):
+    for statement in (*SEARCH, *WORDS, *OUTBOX_NOTIFY):
         op.execute(statement)
 
 
@@ -213,6 +255,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_media_service_id'), table_name='media')
     op.drop_table('media')
     op.drop_index('ix_services_provider', table_name='services')
+    op.execute("DROP TRIGGER services_remember_words ON services")
     op.drop_table('services')
     op.drop_table('providers')
     op.execute("DROP TRIGGER outbox_notify ON outbox")
@@ -226,6 +269,10 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_categories_parent_id'), table_name='categories')
     op.drop_table('categories')
     # ### end Alembic commands ###
+    op.execute("DROP FUNCTION catalog_word_query(text)")
+    op.execute("DROP TABLE catalog_search_words")
+    op.execute("DROP FUNCTION catalog_remember_words()")
     op.execute("DROP FUNCTION catalog_search_text(text, text[])")
+    op.execute("DROP FUNCTION catalog_title_document(text, text[])")
     op.execute("DROP FUNCTION catalog_search_document(text, text[], text)")
     op.execute("DROP FUNCTION catalog_fold(text)")

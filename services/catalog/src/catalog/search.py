@@ -1,13 +1,16 @@
 """Search over the listed services (published, provider not suspended): one SQL statement.
 
-Matching (`q`): the words of the query, unaccented and lower-cased, each as a prefix
-(`photo` → `photo:*`), all required, against `search_document` (English stems; title weight A,
-tags B, description C) - or, for typos, the whole query as a trigram word-similarity match
-(`<%`, pg_trgm's default threshold 0.6) against `search_text` (unaccented title and tags).
-Both have a GIN index over the listed rows; PostgreSQL ORs the two bitmaps.
+Matching (`q`): every word of the query (unaccented, lower-cased) must match
+`search_document` (English stems; title, tags and description), as a prefix (`photo` finds
+"photography") or, for typos, as one of the 3 known title/tag words most similar to it
+(trigram similarity >= 0.5 in `catalog_search_words`: `photgraphy` finds "photography").
+Both are one tsquery, built once per statement (`catalog_word_query`, see the migration), run
+on the GIN index over the listed rows.
 
-Relevance = ts_rank (weights D 0.1, C 0.2, B 0.4, A 1.0) + word_similarity, rounded to 6
-decimals so the cursor holds it exactly. `relevance` without `q` sorts as `newest`.
+Relevance, highest first: 2 when the title or tags match (else 0) + ts_rank on title and tags
+(weights A 1.0, B 0.4; under 1) + rating_average / 10 (under 0.5), rounded to 6 decimals so
+the cursor holds it exactly. Ranking only looks at the short title/tags vector, so it costs
+little per match. `relevance` without `q` sorts as `newest`.
 
 Filters: `category` (id or slug) includes its whole subtree (a recursive CTE over the small
 category table); prices are inclusive bounds on `starting_price` (the cheapest package);
@@ -35,13 +38,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from catalog.schemas import ServiceSummary, SortOrder, average
 from krika_common.pagination import InvalidCursor, Page, decode_cursor, encode_cursor
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+")
 MAX_WORDS = 8
 
 _RANK = (
-    "round((ts_rank('{0.1,0.2,0.4,1.0}', s.search_document, "
-    "to_tsquery('pg_catalog.english', catalog_fold(:tsq))) "
-    "+ word_similarity(catalog_fold(:q), s.search_text))::numeric, 6)"
+    "round((CASE WHEN s.title_document @@ query.tsq THEN 2 ELSE 0 END"
+    " + ts_rank('{0.1,0.2,0.4,1.0}', s.title_document, query.tsq)"
+    " + s.rating_average / 10)::numeric, 6)"
 )
 # sort -> (SQL of the sort value, descending?)
 _SORTS: dict[str, tuple[str, bool]] = {
@@ -115,13 +118,16 @@ def build(query: SearchQuery) -> tuple[str, dict[str, Any], str]:
         sort = "newest"
     where = ["s.listed"]
     params: dict[str, Any] = {"limit": query.limit + 1}
+    prefix, tables = "", "services s"
     if words:
-        params["tsq"] = " & ".join(f"{w}:*" for w in words)
-        params["q"] = " ".join(words)
-        where.append(
-            "(s.search_document @@ to_tsquery('pg_catalog.english', catalog_fold(:tsq))"
-            " OR catalog_fold(:q) <% s.search_text)"
-        )
+        terms = []
+        for i, word in enumerate(words):
+            params[f"w{i}"] = word
+            terms.append(f"catalog_word_query(catalog_fold(:w{i}))")
+        # Materialised: the tsquery (and its typo look-ups) is computed once per statement.
+        prefix = f"WITH query AS MATERIALIZED (SELECT {' && '.join(terms)} AS tsq) "
+        tables = "services s, query"
+        where.append("s.search_document @@ query.tsq")
     if query.category is not None:
         try:
             params["category_id"] = uuid.UUID(query.category)
@@ -156,7 +162,7 @@ def build(query: SearchQuery) -> tuple[str, dict[str, Any], str]:
     )
     conditions = " AND ".join(where)
     order = f"sort_value {direction}, s.id {direction}"
-    sql = f"SELECT {columns} FROM services s WHERE {conditions} ORDER BY {order} LIMIT :limit"  # noqa: S608
+    sql = f"{prefix}SELECT {columns} FROM {tables} WHERE {conditions} ORDER BY {order} LIMIT :limit"  # noqa: S608
     return sql, params, sort
 
 
