@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from catalog.cache import PageCache
 from catalog.config import Settings
@@ -53,6 +54,15 @@ def create_app(
         import httpx
 
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        # Search and public lists are one statement each: autocommit, no ping (catalog.cache).
+        read_engine = create_async_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_pool_size,
+            pool_pre_ping=False,
+            isolation_level="AUTOCOMMIT",
+            hide_parameters=True,
+        )
         redis: Redis = Redis.from_url(
             settings.redis_url,
             socket_timeout=settings.cache_timeout * 4,
@@ -60,7 +70,9 @@ def create_app(
         )
         http = httpx.AsyncClient()
         setup_tracing(settings.service_name, app, engine)
+        setup_tracing(settings.service_name, None, read_engine)
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.read_sessionmaker = make_sessionmaker(read_engine)
         app.state.token_verifier = TokenVerifier(
             keys or JWKSClient(settings.jwks_url, http),
             issuer=settings.jwt_issuer,
@@ -82,6 +94,7 @@ def create_app(
         finally:
             await http.aclose()
             await redis.aclose()
+            await read_engine.dispose()
             await engine.dispose()
 
     app = FastAPI(

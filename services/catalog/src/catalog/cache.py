@@ -141,3 +141,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session for one-statement public reads (search, lists): on the read engine, in
+    autocommit (no BEGIN/COMMIT round trips) and without a ping per checkout; a connection
+    that went bad fails its statement once and is replaced."""
+    maker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
+    async with maker() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, File, Path, Query, Request, Response, Up
 
 from catalog import repository, service
 from catalog.auth import AdminDep, ProviderDep, ViewerDep
-from catalog.cache import SessionDep
+from catalog.cache import ReadSessionDep, SessionDep
 from catalog.errors import (
     AccountSuspended,
     AlreadyReplied,
@@ -134,7 +134,7 @@ async def create_service(
 
 @services.get("", response_model=Page[ServiceSummary], responses=responses(InvalidCursor))
 async def list_services(
-    session: SessionDep,
+    session: ReadSessionDep,
     provider_id: uuid.UUID | None = None,
     cursor: Cursor = None,
     limit: Limit = 20,
@@ -328,7 +328,7 @@ async def reply(
 
 @discovery.get("/search", response_model=Page[ServiceSummary], responses=responses(InvalidCursor))
 async def search_services(
-    session: SessionDep,
+    session: ReadSessionDep,
     q: Annotated[Line | None, Query(max_length=100)] = None,
     category: Annotated[Line | None, Query(max_length=64, description="id or slug")] = None,
     min_price: Annotated[int | None, Query(ge=0, le=10**12)] = None,
