@@ -104,12 +104,35 @@ PHRASES: dict[str, list[str]] = {
     "exam-prep": ["WAEC preparation", "JAMB tutoring", "SAT preparation"],
 }
 ADJECTIVES = [
-    "Professional", "Creative", "Fast", "Affordable", "Modern", "Custom", "Premium", "Expert",
-    "Unique", "High quality", "Stunning", "Reliable", "Clean", "Elegant", "Quick",
+    "Professional",
+    "Creative",
+    "Fast",
+    "Affordable",
+    "Modern",
+    "Custom",
+    "Premium",
+    "Expert",
+    "Unique",
+    "High quality",
+    "Stunning",
+    "Reliable",
+    "Clean",
+    "Elegant",
+    "Quick",
 ]
 AUDIENCES = [
-    "startups", "small businesses", "restaurants", "cafés", "churches", "e-commerce stores",
-    "YouTubers", "authors", "schools", "real estate agents", "fashion brands", "NGOs",
+    "startups",
+    "small businesses",
+    "restaurants",
+    "cafés",
+    "churches",
+    "e-commerce stores",
+    "YouTubers",
+    "authors",
+    "schools",
+    "real estate agents",
+    "fashion brands",
+    "NGOs",
 ]
 SENTENCES = [
     "I deliver {phrase} that fits your brand and your budget.",
@@ -168,7 +191,14 @@ async def seed(url: str, services: int) -> dict[str, Any]:
         await conn.copy_records_to_table(
             "providers",
             records=[(p, "approved", now, p in suspended, 1, now) for p in providers],
-            columns=["user_id", "kyc_status", "kyc_at", "suspended", "access_version", "updated_at"],
+            columns=[
+                "user_id",
+                "kyc_status",
+                "kyc_at",
+                "suspended",
+                "access_version",
+                "updated_at",
+            ],
         )
         rows: list[tuple[Any, ...]] = []
         packages: list[tuple[Any, ...]] = []
@@ -235,10 +265,25 @@ async def seed(url: str, services: int) -> dict[str, Any]:
                 )
             )
         columns = [
-            "id", "provider_id", "category_id", "title", "description", "tags", "faq", "status",
-            "provider_suspended", "starting_price", "currency", "fastest_delivery_days",
-            "rating_sum", "rating_count", "rating_average", "revision", "created_at",
-            "updated_at", "published_at",
+            "id",
+            "provider_id",
+            "category_id",
+            "title",
+            "description",
+            "tags",
+            "faq",
+            "status",
+            "provider_suspended",
+            "starting_price",
+            "currency",
+            "fastest_delivery_days",
+            "rating_sum",
+            "rating_count",
+            "rating_average",
+            "revision",
+            "created_at",
+            "updated_at",
+            "published_at",
         ]
         from decimal import Decimal
 
@@ -251,8 +296,15 @@ async def seed(url: str, services: int) -> dict[str, Any]:
             "packages",
             records=packages,
             columns=[
-                "id", "service_id", "position", "name", "description", "price", "currency",
-                "delivery_days", "revisions",
+                "id",
+                "service_id",
+                "position",
+                "name",
+                "description",
+                "price",
+                "currency",
+                "delivery_days",
+                "revisions",
             ],
         )
         await conn.execute("VACUUM ANALYZE services")
@@ -353,7 +405,9 @@ async def add_second_page(url: str, mix: list[dict[str, Any]]) -> None:
     from krika_common.pagination import encode_cursor
 
     last = rows[19]
-    mix.append({**first, "cursor": encode_cursor("price_asc", int(last["sort_value"]), str(last["id"]))})
+    mix.append(
+        {**first, "cursor": encode_cursor("price_asc", int(last["sort_value"]), str(last["id"]))}
+    )
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -433,9 +487,7 @@ async def _http_client(
 
 
 async def _service_load(port: int, paths: list[str], connections: int, seconds: float) -> Any:
-    requests = [
-        f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode() for p in paths
-    ]
+    requests = [f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode() for p in paths]
     warm: list[float] = []
     await _http_client("127.0.0.1", port, requests, 0, time.perf_counter() + 1.0, warm)
     latencies: list[float] = []
@@ -455,13 +507,20 @@ def run_service_load(port: int, paths_json: str, connections: int, seconds: floa
         import uvloop
 
         uvloop.install()
-    print(json.dumps(asyncio.run(_service_load(port, json.loads(paths_json), connections, seconds))))
+    print(
+        json.dumps(asyncio.run(_service_load(port, json.loads(paths_json), connections, seconds)))
+    )
 
 
 def service_load(port: int, paths: list[str], connections: int, seconds: float) -> Any:
     out = subprocess.run(
         [
-            sys.executable, __file__, "--load", str(port), json.dumps(paths), str(connections),
+            sys.executable,
+            __file__,
+            "--load",
+            str(port),
+            json.dumps(paths),
+            str(connections),
             str(seconds),
         ],
         check=True,
@@ -558,7 +617,9 @@ def main() -> None:
     plans = asyncio.run(explain(pg_url, mix))
     print("\n== EXPLAIN (ANALYZE, BUFFERS) ==")
     for i, found in enumerate(plans):
-        flag = "SEQ SCAN ON services!" if found["seq_scan_on_services"] else "no seq scan on services"
+        flag = (
+            "SEQ SCAN ON services!" if found["seq_scan_on_services"] else "no seq scan on services"
+        )
         first = found["plan"].splitlines()
         execution = next((line for line in first if "Execution Time" in line), "")
         print(f"-- {found['params']}: {flag}; {execution.strip()}")
@@ -585,21 +646,29 @@ def main() -> None:
             service.terminate()
             service.wait(10)
 
-    print(f"\n== {args.services} services, {len(mix)} queries in the mix, "
-          f"{args.seconds:.0f}s per figure, {os.cpu_count()} CPUs ==")
-    print(f"{'leg':<10} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    print(
+        f"\n== {args.services} services, {len(mix)} queries in the mix, "
+        f"{args.seconds:.0f}s per figure, {os.cpu_count()} CPUs =="
+    )
+    print(
+        f"{'leg':<10} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}"
+    )
     for name, r in results.items():
         leg, conns = name.split("/")
         print(
             f"{leg:<10} {conns:>5} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} "
             f"{r['p99_ms']:>8.2f} {r['errors']:>6}"
         )
-    ratio = results[f"service/{args.concurrency}"]["rps"] / results[f"direct/{args.concurrency}"]["rps"]
+    ratio = (
+        results[f"service/{args.concurrency}"]["rps"] / results[f"direct/{args.concurrency}"]["rps"]
+    )
     p95 = results[f"service/{args.concurrency}"]["p95_ms"]
     print(f"\nservice throughput = {ratio:.0%} of direct SQL's (target >= 50%)")
-    print(f"service p95 at {args.concurrency} connections = {p95:.1f} ms (target <= 30 ms); "
-          f"at 2 = {results['service/2']['p95_ms']:.1f} ms; "
-          f"at 1 = {results['service/1']['p95_ms']:.1f} ms")
+    print(
+        f"service p95 at {args.concurrency} connections = {p95:.1f} ms (target <= 30 ms); "
+        f"at 2 = {results['service/2']['p95_ms']:.1f} ms; "
+        f"at 1 = {results['service/1']['p95_ms']:.1f} ms"
+    )
     print("plans without a seq scan on services:", "all" if not seq_scans else f"NOT {seq_scans}")
 
     RESULTS.mkdir(exist_ok=True)

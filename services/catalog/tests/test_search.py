@@ -109,6 +109,10 @@ async def test_typo_and_prefix_and_accents(client: httpx.AsyncClient, world: Wor
     assert await names(client, world, q="weddings") == ["A"]  # stemming
     assert await names(client, world, q="seo") == ["D"]  # a tag
     assert await names(client, world, q="zzzzqqq") == []
+    # Letters that unaccent turns into tsquery syntax, stop words only, punctuation only.
+    for odd in ("ab⑴cd", "ːx", "the", "!!!", "don't", "½"):
+        response = await client.get("/catalog/search", params={"q": odd})
+        assert response.status_code == 200, odd
 
 
 async def test_relevance_puts_title_matches_before_description_matches(

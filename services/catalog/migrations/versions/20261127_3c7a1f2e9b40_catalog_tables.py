@@ -71,14 +71,15 @@ END $$""",
     """CREATE TRIGGER services_remember_words AFTER INSERT OR UPDATE OF title, tags ON services
     FOR EACH ROW EXECUTE FUNCTION catalog_remember_words()""",
     # A word of the query (already folded): itself as a prefix, or a known word like it
-    # (trigram similarity >= 0.5, the 3 closest) - "photgraphy" finds "photography".
+    # (trigram similarity >= 0.5, the 3 closest) - "photgraphy" finds "photography". Quoted:
+    # unaccent can turn a letter into tsquery syntax ("⑴" is "(1)").
     """CREATE FUNCTION catalog_word_query(word text) RETURNS tsquery
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$ SELECT to_tsquery('pg_catalog.english', string_agg(term, ' | '))
     FROM (
-        SELECT $1 || ':*' AS term
+        SELECT quote_literal($1) || ':*' AS term
         UNION ALL
-        (SELECT w.word FROM public.catalog_search_words w
+        (SELECT quote_literal(w.word) FROM public.catalog_search_words w
          WHERE w.word OPERATOR(public.%) $1 AND w.word <> $1
            AND public.similarity(w.word, $1) >= 0.5
          ORDER BY public.similarity(w.word, $1) DESC, w.word

@@ -4,9 +4,10 @@ fed by other services' events (providers from identity, completed orders from or
 `services` carries denormalised search columns kept by the use cases (`starting_price`,
 `currency`, `fastest_delivery_days`, the rating) and by PostgreSQL itself: the generated
 columns `listed` (published and the provider not suspended), `search_document` (weighted
-tsvector) and `search_text` (unaccented lower-case title and tags, for trigrams) and the search
-indexes exist only in the migrations (catalog.search queries them in SQL); the ORM never
-writes them.
+tsvector), `title_document` (title and tags only, for ranking) and `search_text` (unaccented
+lower-case title and tags, whose words a trigger keeps in `catalog_search_words` for typo
+matching), the search indexes and functions exist only in the migrations (catalog.search
+queries them in SQL); the ORM never writes them.
 """
 
 from __future__ import annotations
