@@ -165,7 +165,7 @@ async def seed(url: str, services: int) -> dict[str, Any]:
     """Categories, providers, services with packages; returns what the query mix needs."""
     import asyncpg
 
-    rng = random.Random(42)  # noqa: S311 - reproducible data, not secrets
+    rng = random.Random(42)
     conn = await asyncpg.connect(url)
     now = dt.datetime.now(dt.UTC)
     try:
@@ -337,7 +337,7 @@ async def existing(url: str) -> dict[str, Any] | None:
 
 def query_mix(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Search parameters as a client sends them: text, filters, sorts, one second page."""
-    rng = random.Random(7)  # noqa: S311
+    rng = random.Random(7)
     provider = rng.choice(data["providers"])
     return [
         {"q": "logo design"},
@@ -392,7 +392,6 @@ def asyncpg_statement(params: dict[str, Any]) -> tuple[str, list[Any]]:
 async def add_second_page(url: str, mix: list[dict[str, Any]]) -> None:
     """A cursor query: the second page of the first price_asc query of the mix."""
     import asyncpg
-
     from catalog.search import build, search  # noqa: F401 - same module the service runs
 
     first = next(p for p in mix if p.get("sort") == "price_asc")
@@ -547,7 +546,7 @@ def start_service(url: str, port: int, pool: int, files: str) -> subprocess.Pope
         "CATALOG_LOG_LEVEL": "WARNING",
         "CATALOG_STORAGE_URL": f"file://{files}",
     }
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [sys.executable, "-m", "catalog"],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -650,14 +649,13 @@ def main() -> None:
         f"\n== {args.services} services, {len(mix)} queries in the mix, "
         f"{args.seconds:.0f}s per figure, {os.cpu_count()} CPUs =="
     )
-    print(
-        f"{'leg':<10} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}"
-    )
+    head = ("leg", "conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
+    print(f"{head[0]:<10} " + " ".join(f"{h:>8}" for h in head[1:]))
     for name, r in results.items():
         leg, conns = name.split("/")
         print(
-            f"{leg:<10} {conns:>5} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} "
-            f"{r['p99_ms']:>8.2f} {r['errors']:>6}"
+            f"{leg:<10} {conns:>8} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} "
+            f"{r['p99_ms']:>8.2f} {r['errors']:>8}"
         )
     ratio = (
         results[f"service/{args.concurrency}"]["rps"] / results[f"direct/{args.concurrency}"]["rps"]

@@ -110,7 +110,7 @@ async def test_typo_and_prefix_and_accents(client: httpx.AsyncClient, world: Wor
     assert await names(client, world, q="seo") == ["D"]  # a tag
     assert await names(client, world, q="zzzzqqq") == []
     # Letters that unaccent turns into tsquery syntax, stop words only, punctuation only.
-    for odd in ("ab⑴cd", "ːx", "the", "!!!", "don't", "½"):
+    for odd in ("ab\u2474cd", "\u02d0x", "the", "!!!", "don't", "\u00bd"):
         response = await client.get("/catalog/search", params={"q": odd})
         assert response.status_code == 200, odd
 
