@@ -155,3 +155,35 @@ async def test_a_review_needs_a_rating_between_1_and_5(
     alice = Actor(mint_token, "customer")
     for rating in (0, 6):
         assert (await review(client, alice, live["id"], uuid.uuid4(), rating)).status_code == 422
+
+
+async def test_concurrent_reviews_add_up_exactly(
+    client: httpx.AsyncClient,
+    live: dict[str, Any],
+    provider: Actor,
+    mint_token: Any,
+    deliver: Deliver,
+) -> None:
+    import asyncio
+
+    customers = [Actor(mint_token, "customer") for _ in range(8)]
+    orders = [uuid.uuid4() for _ in customers]
+    await deliver(
+        *(
+            order_completed(live["id"], c.id, provider.id, order_id=o)
+            for c, o in zip(customers, orders, strict=True)
+        )
+    )
+    ratings = [5, 4, 4, 3, 5, 2, 5, 4]
+
+    answers = await asyncio.gather(
+        *(
+            review(client, c, live["id"], o, r)
+            for c, o, r in zip(customers, orders, ratings, strict=True)
+        )
+    )
+
+    assert [a.status_code for a in answers] == [201] * 8
+    page = (await client.get(f"/catalog/services/{live['id']}")).json()
+    assert page["rating_count"] == 8
+    assert page["rating_average"] == round(sum(ratings) / 8, 2)

@@ -357,13 +357,15 @@ async def transition(
     session: AsyncSession, cat: Catalog, owner: uuid.UUID, service_id: uuid.UUID, action: str
 ) -> ServiceView:
     """publish (also resumes a paused service), pause, archive."""
+    # The provider's row first (FOR SHARE), then the service's: the suspension handler locks
+    # in that order too, so the two serialise instead of deadlocking.
+    provider = await repository.provider_for(session, owner)
     service = await owned_service(session, service_id, owner)
     target = states.next_status(service.status, action)
     if target is None:
         raise InvalidTransition(f"A {service.status} service cannot be {action}d")
     event: type[ServicePublished | ServiceUpdated | ServiceArchived] = ServiceUpdated
     if target == ServiceStatus.published:
-        provider = await repository.provider_for(session, owner)  # FOR SHARE: see provider_for
         if provider.suspended:
             raise AccountSuspended()
         if provider.kyc_status != KycStatus.approved:
