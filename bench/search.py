@@ -392,6 +392,7 @@ def asyncpg_statement(params: dict[str, Any]) -> tuple[str, list[Any]]:
 async def add_second_page(url: str, mix: list[dict[str, Any]]) -> None:
     """A cursor query: the second page of the first price_asc query of the mix."""
     import asyncpg
+
     from catalog.search import build, search  # noqa: F401 - same module the service runs
 
     first = next(p for p in mix if p.get("sort") == "price_asc")

@@ -10,14 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-from catalog.app import create_app as create_catalog
-from catalog.cache import PageCache
-from catalog.config import Settings as CatalogSettings
-from catalog.consumers import inbox_handlers as catalog_inbox
 from joserfc.jwk import ECKey, RSAKey
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from catalog.app import create_app as create_catalog
+from catalog.cache import PageCache
+from catalog.config import Settings as CatalogSettings
+from catalog.consumers import inbox_handlers as catalog_inbox
 from gateway.app import create_app as create_gateway
 from gateway.config import Settings as GatewaySettings
 from identity.app import create_app as create_identity

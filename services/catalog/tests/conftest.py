@@ -7,16 +7,16 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from catalog.app import create_app
-from catalog.cache import PageCache
-from catalog.config import Settings
-from catalog.consumers import inbox_handlers
 from fastapi import FastAPI
 from joserfc.jwk import KeySet
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from catalog.app import create_app
+from catalog.cache import PageCache
+from catalog.config import Settings
+from catalog.consumers import inbox_handlers
 from krika_common.auth import StaticKeys
 from krika_common.db import make_sessionmaker
 from krika_common.events import Delivery, Envelope, EventData

@@ -7,12 +7,12 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
-from catalog.app import create_app
-from catalog.config import Settings
 from fastapi import FastAPI
 from joserfc.jwk import KeySet
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from catalog.app import create_app
+from catalog.config import Settings
 from krika_common.auth import StaticKeys
 from krika_common.server import free_port
 from krika_common.testing.http import app_client

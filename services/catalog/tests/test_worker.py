@@ -4,12 +4,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from catalog.config import Settings
-from catalog.worker import create_worker_app
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from catalog.config import Settings
+from catalog.worker import create_worker_app
 from krika_common.access import mark_key
 from krika_common.events import Envelope, EventBus
 from krika_common.testing import eventually
