@@ -10,7 +10,18 @@ import uuid
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Path, Query, Request, Response, UploadFile, status
+from fastapi import (
+    APIRouter,
+    BackgroundTasks,
+    Depends,
+    File,
+    Path,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+    status,
+)
 
 from catalog import repository, service
 from catalog.auth import AdminDep, ProviderDep, ViewerDep
@@ -264,9 +275,12 @@ async def delete_media(
     user: CurrentUser,
     session: SessionDep,
     cat: CatalogDep,
+    background: BackgroundTasks,
 ) -> Response:
     """Owner: remove an image from the gallery."""
-    await service.delete_media(session, cat, user.id, service_id, media_id)
+    key = await service.delete_media(session, cat, user.id, service_id, media_id)
+    # After the response, so after the session committed the row's removal.
+    background.add_task(service.discard_file, cat, key)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

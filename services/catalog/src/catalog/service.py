@@ -389,11 +389,18 @@ async def add_media(
     if await repository.count_media(session, service.id) >= cat.settings.max_media_per_service:
         raise TooManyMedia()
     stored = await cat.storage.put(data, IMAGES, prefix="gallery")  # 413/415/422 before storing
-    media = Media(
-        service_id=service.id, key=stored.key, content_type=stored.content_type, size=stored.size
-    )
-    session.add(media)
-    await _changed(session, cat, service)
+    try:
+        media = Media(
+            service_id=service.id,
+            key=stored.key,
+            content_type=stored.content_type,
+            size=stored.size,
+        )
+        session.add(media)
+        await _changed(session, cat, service)
+    except BaseException:  # no row will point at the file: remove it
+        await discard_file(cat, stored.key)
+        raise
     url = await cat.storage.signed_url(stored.key, timedelta(seconds=cat.settings.file_link_ttl))
     return MediaOut(id=media.id, url=url)
 
@@ -404,17 +411,23 @@ async def delete_media(
     owner: uuid.UUID,
     service_id: uuid.UUID,
     media_id: uuid.UUID,
-) -> None:
+) -> str:
+    """Remove the row; the caller deletes the file (the key returned) once this commits, so a
+    failed commit never leaves a row pointing at a deleted file."""
     service = await owned_service(session, service_id, owner)
     media = await repository.get_media(session, service.id, media_id)
     if media is None:
         raise MediaNotFound()
     await session.delete(media)
     await _changed(session, cat, service)
+    return media.key
+
+
+async def discard_file(cat: Catalog, key: str) -> None:
     try:
-        await cat.storage.delete(media.key)
-    except Exception:  # the row is gone: the file is unreachable either way
-        log.exception("could not delete gallery file of media %s", media.id)
+        await cat.storage.delete(key)
+    except Exception:  # unreachable either way: no row points at it
+        log.exception("could not delete the gallery file %s", key)
 
 
 # --- reviews -------------------------------------------------------------------------------
