@@ -1,6 +1,6 @@
 """The API docs in a real browser: Swagger UI at /api/docs lists every running service's API.
 
-Starts the real identity service and a gateway in front of it, then has Debian's headless
+Starts the real identity and catalog services and a gateway in front of them, then has Debian's headless
 Chromium load `<gateway>/api/docs` with every host name but 127.0.0.1 unresolvable (a machine
 without internet), run the page's JavaScript (`--virtual-time-budget`: virtual time stands
 still while a fetch is pending, so the dump waits for /api/openapi.json) and print the
@@ -105,7 +105,7 @@ async def test_swagger_ui_lists_every_running_service_operation(
 ) -> None:
     spec: dict[str, Any] = (await gateway.get("/api/openapi.json")).json()
     up = {name for name, state in spec["x-krika-services"].items() if state == "up"}
-    assert "identity" in up, spec["x-krika-services"]
+    assert {"identity", "catalog"} <= up, spec["x-krika-services"]
     expected = {
         (method, path)
         for path, item in spec["paths"].items()
