@@ -8,9 +8,9 @@ Both are one tsquery, built once per statement (`catalog_word_query`, see the mi
 on the GIN index over the listed rows.
 
 Relevance, highest first: 2 when the title or tags match (else 0) + ts_rank on title and tags
-(weights A 1.0, B 0.4; under 1) + rating_average / 10 (under 0.5), rounded to 6 decimals so
-the cursor holds it exactly. Ranking only looks at the short title/tags vector, so it costs
-little per match. `relevance` without `q` sorts as `newest`.
+(weights A 1.0, B 0.4; under 1) + rating_average / 10 (under 0.5), in `real` arithmetic (the
+cursor holds the value exactly: a real round-trips through a Python float's shortest repr).
+Ranking only looks at the short title/tags vector, so it costs little per match. `relevance` without `q` sorts as `newest`.
 
 Filters: `category` (id or slug) includes its whole subtree (a recursive CTE over the small
 category table); prices are inclusive bounds on `starting_price` (the cheapest package);
@@ -25,6 +25,7 @@ stay consistent while services are added or removed: nothing is skipped or repea
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -41,10 +42,13 @@ from krika_common.pagination import InvalidCursor, Page, decode_cursor, encode_c
 _WORD = re.compile(r"[^\W_]+")
 MAX_WORDS = 8
 
+# `real` arithmetic throughout: numeric arithmetic and rounding cost as much as the match itself
+# (9.7 ms instead of 18 ms for a query with 4,400 matches). A real is exact in a Python float
+# and back (shortest repr), so the cursor still holds the value exactly.
 _RANK = (
-    "round((CASE WHEN s.title_document @@ query.tsq THEN 2 ELSE 0 END"
+    "(CASE WHEN s.title_document @@ query.tsq THEN 2 ELSE 0 END"
     " + ts_rank('{0.1,0.2,0.4,1.0}', s.title_document, query.tsq)"
-    " + s.rating_average / 10)::numeric, 6)"
+    " + s.rating_average::real / 10)"
 )
 # sort -> (SQL of the sort value, descending?)
 _SORTS: dict[str, tuple[str, bool]] = {
@@ -58,7 +62,7 @@ _CAST = {
     "price_asc": "CAST(:after_value AS bigint)",
     "price_desc": "CAST(:after_value AS bigint)",
     "rating": "CAST(:after_value AS numeric)",
-    "relevance": "CAST(:after_value AS numeric)",
+    "relevance": "CAST(:after_value AS double precision)",
     "newest": "CAST(:after_value AS timestamptz)",
 }
 _SUBTREE = """s.category_id IN (
@@ -102,6 +106,11 @@ def _after(sort: str, cursor: str) -> tuple[Any, uuid.UUID]:
             if when.tzinfo is None:
                 raise InvalidCursor()
             return when, row_id
+        if sort == "relevance":
+            score = float(value)
+            if not math.isfinite(score):
+                raise InvalidCursor()
+            return score, row_id
         number = Decimal(str(value))
         if not number.is_finite():
             raise InvalidCursor()
@@ -169,6 +178,8 @@ def build(query: SearchQuery) -> tuple[str, dict[str, Any], str]:
 def _cursor_value(sort: str, value: Any) -> Any:
     if sort in ("price_asc", "price_desc"):
         return int(value)
+    if sort == "relevance":
+        return repr(float(value))  # shortest exact form
     if sort == "newest":
         return value.isoformat()
     return str(value)
