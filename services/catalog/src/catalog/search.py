@@ -10,7 +10,8 @@ on the GIN index over the listed rows.
 Relevance, highest first: 2 when the title or tags match (else 0) + ts_rank on title and tags
 (weights A 1.0, B 0.4; under 1) + rating_average / 10 (under 0.5), in `real` arithmetic (the
 cursor holds the value exactly: a real round-trips through a Python float's shortest repr).
-Ranking only looks at the short title/tags vector, so it costs little per match. `relevance` without `q` sorts as `newest`.
+Ranking only looks at the short title/tags vector, so it costs little per match. `relevance`
+without `q` sorts as `newest`.
 
 Filters: `category` (id or slug) includes its whole subtree (a recursive CTE over the small
 category table); prices are inclusive bounds on `starting_price` (the cheapest package);
