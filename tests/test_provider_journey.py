@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import io
 import uuid
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from PIL import Image
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from krika_common.events import Envelope, EventBus, OrderCompleted
 from krika_common.storage import LinkSigner
 from krika_common.testing import eventually
 from krika_common.testing.storage import LINK_SECRET, PDF, image_bytes, jpeg_with_gps
@@ -154,6 +156,12 @@ async def test_kyc_approval_lets_a_provider_publish_and_suspension_hides_them(
     assert await search_ids(gateway, "wedding") == [service_id]
 
     # Suspension: the provider's services leave search and their page at once (the event).
+    second = await gateway.post(
+        f"{API}/catalog/services",
+        json=SERVICE | {"title": "Portrait sessions", "category_id": category.json()["id"]},
+        headers=provider,
+    )
+    assert second.status_code == 201, second.text
     suspended = await gateway.post(
         f"{API}/users/{provider_id}/suspend", json={"reason": "fraud report"}, headers=admin
     )
@@ -164,8 +172,12 @@ async def test_kyc_approval_lets_a_provider_publish_and_suspension_hides_them(
         return gone and await search_ids(gateway, "wedding") == []
 
     await eventually(hidden, what="the suspended provider's service vanishing")
-    blocked = await gateway.post(f"{API}/catalog/services/{service_id}/pause", headers=provider)
-    assert blocked.status_code == 403  # their token is refused by now
+    for action in ("publish", "pause"):  # their token is refused by now
+        blocked = await gateway.post(
+            f"{API}/catalog/services/{second.json()['id']}/{action}", headers=provider
+        )
+        assert blocked.status_code == 403
+        assert blocked.json()["error"] == "account_suspended"
 
     reinstated = await gateway.post(f"{API}/users/{provider_id}/reinstate", headers=admin)
     assert reinstated.status_code == 200
@@ -206,3 +218,103 @@ async def test_kyc_documents_open_only_through_fresh_signed_links(
         assert refused.status_code == status, (path, query, refused.text)
     bare = await gateway.get(link.path.replace("/kyc/files/", "/kyc/files/x/"))
     assert bare.status_code in (401, 404)  # not the public template: needs a token
+
+
+async def published_service(
+    gateway: httpx.AsyncClient, clean_db: AsyncEngine
+) -> tuple[str, dict[str, str], dict[str, str]]:
+    """A published service of a freshly verified provider: (service id, provider, admin)."""
+    admin = await an_admin(gateway, clean_db)
+    category = await gateway.post(
+        f"{API}/catalog/categories",
+        json={"name": "Photography", "slug": f"photo-{uuid.uuid4().hex[:6]}", "parent_id": None},
+        headers=admin,
+    )
+    _, provider = await sign_up(gateway, "provider")
+    submitted = await gateway.post(f"{API}/kyc/submissions", **kyc_form(), headers=provider)
+    await gateway.post(f"{API}/kyc/submissions/{submitted.json()['id']}/approve", headers=admin)
+    created = await gateway.post(
+        f"{API}/catalog/services",
+        json=SERVICE | {"category_id": category.json()["id"]},
+        headers=provider,
+    )
+    service_id = created.json()["id"]
+
+    async def published() -> bool:
+        answer = await gateway.post(
+            f"{API}/catalog/services/{service_id}/publish", headers=provider
+        )
+        return answer.status_code == 200
+
+    await eventually(published, what="the provider publishing")
+    return service_id, provider, admin
+
+
+async def test_search_forgives_typos_and_prefixes_and_a_cached_page_follows_an_update(
+    gateway: httpx.AsyncClient, clean_db: AsyncEngine
+) -> None:
+    service_id, provider, _ = await published_service(gateway, clean_db)
+    for q in ("photgraphy", "photo", "WEDDING", "wedd"):  # a typo, prefixes, any case
+        assert await search_ids(gateway, q) == [service_id], q
+    assert await search_ids(gateway, "plumbing") == []
+
+    path = f"{API}/catalog/services/{service_id}"
+    assert (await gateway.get(path)).json()["title"] == SERVICE["title"]  # now cached
+    changed = await gateway.patch(path, json={"title": "Wedding films in Abuja"}, headers=provider)
+    assert changed.status_code == 200, changed.text
+    assert (await gateway.get(path)).json()["title"] == "Wedding films in Abuja"
+    assert await search_ids(gateway, "films") == [service_id]
+
+
+async def test_only_the_customer_of_a_completed_order_reviews_once_and_the_rating_follows(
+    gateway: httpx.AsyncClient,
+    clean_db: AsyncEngine,
+    event_bus_factory: Callable[..., EventBus],
+) -> None:
+    service_id, provider, _ = await published_service(gateway, clean_db)
+    page = (await gateway.get(f"{API}/catalog/services/{service_id}")).json()
+    customer_id, customer = await sign_up(gateway, "customer")
+    _, other_customer = await sign_up(gateway, "customer")
+    order_id = uuid.uuid4()
+    review = {"order_id": str(order_id), "rating": 4, "text": "Lovely pictures"}
+    reviews = f"{API}/catalog/services/{service_id}/reviews"
+
+    early = await gateway.post(reviews, json=review, headers=customer)
+    assert early.status_code == 403  # the order is not completed (catalog has not heard of it)
+    assert early.json()["error"] == "not_eligible"
+
+    # What orders will publish when the customer accepts the work.
+    orders = event_bus_factory("orders")
+    await orders.connect()
+    completed = OrderCompleted(
+        order_id=order_id,
+        service_id=uuid.UUID(service_id),
+        package_id=uuid.UUID(page["packages"][0]["id"]),
+        customer_id=uuid.UUID(customer_id),
+        provider_id=uuid.UUID(page["provider_id"]),
+        price=page["packages"][0]["price"],
+        currency="NGN",
+        completed_at=datetime.now(UTC),
+    )
+    envelope = Envelope.wrap(completed, producer="orders")
+    await orders.publish(envelope)
+    await orders.publish(envelope)  # delivered twice: still one right to review
+
+    async def reviewed() -> bool:
+        answer = await gateway.post(reviews, json=review, headers=customer)
+        return answer.status_code == 201
+
+    stranger = await gateway.post(reviews, json=review, headers=other_customer)
+    assert stranger.status_code == 403
+    assert (await gateway.post(reviews, json=review, headers=provider)).status_code == 403
+    await eventually(reviewed, what="catalog allowing the review")
+    again = await gateway.post(reviews, json=review | {"rating": 1}, headers=customer)
+    assert again.status_code == 409
+    assert again.json()["error"] == "already_reviewed"
+
+    rated = (await gateway.get(f"{API}/catalog/services/{service_id}")).json()
+    assert (rated["rating_average"], rated["rating_count"]) == (4.0, 1)
+    listed = (await gateway.get(reviews)).json()["items"]
+    assert [(r["rating"], r["text"]) for r in listed] == [(4, "Lovely pictures")]
+    hit = (await gateway.get(f"{API}/catalog/search", params={"min_rating": 4})).json()
+    assert [item["id"] for item in hit["items"]] == [service_id]

@@ -107,6 +107,10 @@ async def test_typo_and_prefix_and_accents(client: httpx.AsyncClient, world: Wor
     assert await names(client, world, q="CAFÉ") == ["B"]
     assert await names(client, world, q="wedding photography") == ["A"]
     assert await names(client, world, q="weddings") == ["A"]  # stemming
+    # A prefix longer than the word's stem ("wedding" is stemmed `wed`): still found, as a
+    # person typing sees it. The same for each letter typed.
+    for typed in ("wed", "wedd", "weddi", "weddin"):
+        assert await names(client, world, q=typed) == ["A"], typed
     assert await names(client, world, q="seo") == ["D"]  # a tag
     assert await names(client, world, q="zzzzqqq") == []
     # Letters that unaccent turns into tsquery syntax, stop words only, punctuation only.
