@@ -1,8 +1,8 @@
 """The API docs in a real browser: Swagger UI at /api/docs lists every running service's API.
 
-Starts the real identity and catalog services and a gateway in front of them, then has Debian's headless
-Chromium load `<gateway>/api/docs` with every host name but 127.0.0.1 unresolvable (a machine
-without internet), run the page's JavaScript (`--virtual-time-budget`: virtual time stands
+Starts the real identity and catalog services and a gateway in front of them, then has
+Debian's headless Chromium load `<gateway>/api/docs` with every host name but 127.0.0.1
+unresolvable (a machine without internet), run the page's JavaScript (`--virtual-time-budget`: virtual time stands
 still while a fetch is pending, so the dump waits for /api/openapi.json) and print the
 rendered DOM (`--dump-dom`), with a screenshot in the test's tmp dir. Every operation of the
 gateway's merged spec must be there, as Swagger UI renders it:
