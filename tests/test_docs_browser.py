@@ -4,9 +4,10 @@ Starts the real identity and catalog services and a gateway in front of them, th
 Debian's headless Chromium load `<gateway>/api/docs` with every host name but 127.0.0.1
 unresolvable (a machine without internet), run the page's JavaScript
 (`--virtual-time-budget`: virtual time stands still while a fetch is pending, so the dump
-waits for /api/openapi.json) and print the rendered DOM (`--dump-dom`), with a screenshot in the test's tmp dir. Every operation of the
-gateway's merged spec must be there, as Swagger UI renders it:
-`div.opblock.opblock-<method>` holding `span.opblock-summary-path[data-path=<path>]`.
+waits for /api/openapi.json) and print the rendered DOM (`--dump-dom`), with a screenshot in
+the test's tmp dir. Every operation of the gateway's merged spec must be there, as Swagger UI
+renders it: `div.opblock.opblock-<method>` holding
+`span.opblock-summary-path[data-path=<path>]`.
 
 Chromium is required, not optional: CI (`.ci/run`) installs it, and its absence is a failure.
 """
