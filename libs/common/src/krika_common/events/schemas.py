@@ -179,7 +179,41 @@ class ReviewPosted(EventData):
     posted_at: datetime
 
 
-# --- orders -----------------------------------------------------------------------------------
+# --- orders ---------------------------------------------------------------------------------
+
+
+class OrderPlaced(EventData):
+    """A customer ordered a package; payments opens a payable for `price` (the snapshot)."""
+
+    event_type = "orders.order_placed"
+    event_version = 1
+
+    order_id: uuid.UUID
+    service_id: uuid.UUID
+    package_id: uuid.UUID
+    customer_id: uuid.UUID
+    provider_id: uuid.UUID
+    title: str
+    price: int
+    currency: str
+    placed_at: datetime
+
+
+class OrderStatusChanged(EventData):
+    """Every transition, for live pushes and notifications (`actor_role` "system" for timers)."""
+
+    event_type = "orders.order_status_changed"
+    event_version = 1
+
+    order_id: uuid.UUID
+    customer_id: uuid.UUID
+    provider_id: uuid.UUID
+    from_status: str | None
+    to_status: str
+    actor_id: uuid.UUID | None
+    actor_role: str
+    note: str | None
+    changed_at: datetime
 
 
 class OrderCompleted(EventData):
@@ -197,3 +231,63 @@ class OrderCompleted(EventData):
     price: int
     currency: str
     completed_at: datetime
+
+
+class OrderCancelled(EventData):
+    """No work will be done. `paid`: money was captured for it, so payments refunds it."""
+
+    event_type = "orders.order_cancelled"
+    event_version = 1
+
+    order_id: uuid.UUID
+    customer_id: uuid.UUID
+    provider_id: uuid.UUID
+    price: int
+    currency: str
+    paid: bool
+    reason: str | None
+    cancelled_by: str  # customer | provider | admin | system
+    cancelled_at: datetime
+
+
+# --- payments -------------------------------------------------------------------------------
+
+
+class PaymentSucceeded(EventData):
+    """Paystack confirmed the charge (verified with GET /transaction/verify)."""
+
+    event_type = "payments.payment_succeeded"
+    event_version = 1
+
+    payment_id: uuid.UUID
+    order_id: uuid.UUID
+    customer_id: uuid.UUID
+    reference: str
+    amount: int
+    currency: str
+    paid_at: datetime
+
+
+class PaymentFailed(EventData):
+    event_type = "payments.payment_failed"
+    event_version = 1
+
+    payment_id: uuid.UUID
+    order_id: uuid.UUID
+    customer_id: uuid.UUID
+    reference: str
+    reason: str | None
+    failed_at: datetime
+
+
+class RefundSucceeded(EventData):
+    event_type = "payments.refund_succeeded"
+    event_version = 1
+
+    refund_id: uuid.UUID
+    order_id: uuid.UUID
+    customer_id: uuid.UUID
+    reference: str
+    amount: int
+    currency: str
+    refunded_at: datetime
