@@ -20,7 +20,7 @@ create() { # name, value on stdin
 # The PostgreSQL password appears in every service's database URL. It is generated with
 # postgres_password; a database URL added later (a new service) needs it again: a Swarm secret
 # cannot be read back, so then pass it as POSTGRES_PASSWORD.
-SERVICE_DATABASES="identity catalog"
+SERVICE_DATABASES="identity catalog orders"
 if exists postgres_password; then
     echo "secret postgres_password: exists, kept"
     pg_password=${POSTGRES_PASSWORD:-}

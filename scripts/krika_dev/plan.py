@@ -75,6 +75,7 @@ DEV_SECRETS: dict[str, Callable[[], str]] = {
     # Each service with files signs its download links with its own key (krika_common.storage).
     "IDENTITY_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
     "CATALOG_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
+    "ORDERS_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
     # "PAYMENTS_PAYSTACK_SECRET_KEY": lambda: "sk_test_" + secrets.token_hex(20),
 }
 
