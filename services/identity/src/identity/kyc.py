@@ -235,47 +235,42 @@ async def _pending(
     return submission
 
 
-async def approve(
-    session: AsyncSession, admin_id: uuid.UUID, submission_id: uuid.UUID
+async def _decide(
+    session: AsyncSession,
+    admin_id: uuid.UUID,
+    submission_id: uuid.UUID,
+    status: KycStatus,
+    reason: str | None = None,
 ) -> KycSubmission:
     submission = await _pending(session, admin_id, submission_id)
-    submission.status = KycStatus.approved
+    submission.status = status
+    submission.reason = reason
     submission.decided_at = utcnow()
     submission.decided_by = admin_id
     session.add(submission)
-    await record_event(
-        session,
-        KycApproved(
-            submission_id=submission.id,
-            user_id=submission.user_id,
-            decided_by=admin_id,
-            decided_at=submission.decided_at,
-        ),
-        producer=PRODUCER,
+    decided = {
+        "submission_id": submission.id,
+        "user_id": submission.user_id,
+        "decided_by": admin_id,
+        "decided_at": submission.decided_at,
+    }
+    event = (
+        KycApproved(**decided)
+        if status is KycStatus.approved
+        else KycRejected(**decided, reason=reason or "")
     )
+    await record_event(session, event, producer=PRODUCER)
     await session.flush()
     return submission
+
+
+async def approve(
+    session: AsyncSession, admin_id: uuid.UUID, submission_id: uuid.UUID
+) -> KycSubmission:
+    return await _decide(session, admin_id, submission_id, KycStatus.approved)
 
 
 async def reject(
     session: AsyncSession, admin_id: uuid.UUID, submission_id: uuid.UUID, reason: str
 ) -> KycSubmission:
-    submission = await _pending(session, admin_id, submission_id)
-    submission.status = KycStatus.rejected
-    submission.reason = reason
-    submission.decided_at = utcnow()
-    submission.decided_by = admin_id
-    session.add(submission)
-    await record_event(
-        session,
-        KycRejected(
-            submission_id=submission.id,
-            user_id=submission.user_id,
-            reason=reason,
-            decided_by=admin_id,
-            decided_at=submission.decided_at,
-        ),
-        producer=PRODUCER,
-    )
-    await session.flush()
-    return submission
+    return await _decide(session, admin_id, submission_id, KycStatus.rejected, reason)
