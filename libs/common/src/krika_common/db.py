@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -50,8 +51,20 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
+_HOLDS = "krika.holds"
+
+
+def hold_answer(info: dict[Any, Any], task: asyncio.Task[None]) -> None:
+    """Make the request whose session has this `info` (`session.info`, also reachable from a
+    sync `after_commit` listener) wait for `task` before answering: work that must follow the
+    commit, such as invalidating caches the change made stale, so a client that reads again
+    sees its change. Outside a request (a consumer's session) nothing waits for it."""
+    info.setdefault(_HOLDS, []).append(task)
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request: commit when the endpoint returns, roll back when it raises."""
+    """One session per request: commit when the endpoint returns, roll back when it raises;
+    then wait for what the commit set going (`hold_answer`) before the answer leaves."""
     maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with maker() as session:
         try:
@@ -63,6 +76,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
+        finally:
+            for task in session.info.pop(_HOLDS, ()):
+                await task
 
 
 # scope="function": commit happens before the response is sent, so a failed commit is a 500.

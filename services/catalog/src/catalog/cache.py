@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session as SyncSession
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from krika_common.errors import ServiceError
+from krika_common.db import hold_answer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ PREFIX = "catalog:v1"
 # A generation outlives every page stored under it (page TTLs are at most an hour).
 GENERATION_TTL = 7 * 24 * 3600
 _STALE = "catalog.stale"
-_SETTLING = "catalog.settling"
 _background: set[asyncio.Task[None]] = set()
 
 # KEYS[1] generation key; ARGV[1] page key prefix. Answers {generation, page or nothing}.
@@ -113,34 +112,7 @@ class PageCache:
             task = asyncio.get_running_loop().create_task(self.invalidate(names))
             _background.add(task)
             task.add_done_callback(_background.discard)
-            sync_session.info[_SETTLING] = task
-
-
-async def settle(session: AsyncSession) -> None:
-    """Wait for the post-commit invalidation of `session`'s changes, if any."""
-    task: asyncio.Task[None] | None = session.info.pop(_SETTLING, None)
-    if task is not None:
-        await task
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """krika_common.db.get_session, plus: the answer leaves after the caches it made stale
-    are invalidated (so a client reading again sees its change)."""
-    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with maker() as session:
-        try:
-            yield session
-            await session.commit()
-        except ServiceError as exc:
-            await (session.commit() if exc.keeps_changes else session.rollback())
-            raise
-        except BaseException:
-            await session.rollback()
-            raise
-        await settle(session)
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+            hold_answer(sync_session.info, task)  # a request answers after it
 
 
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -25,7 +25,7 @@ from fastapi import (
 
 from catalog import repository, service
 from catalog.auth import AdminDep, ProviderDep, ViewerDep
-from catalog.cache import ReadSessionDep, SessionDep
+from catalog.cache import ReadSessionDep
 from catalog.errors import (
     AccountSuspended,
     AlreadyReplied,
@@ -63,6 +63,7 @@ from catalog.schemas import (
 from catalog.search import SearchQuery, search
 from catalog.service import Catalog
 from krika_common.auth import CurrentUser
+from krika_common.db import SessionDep
 from krika_common.errors import NotFound, responses
 from krika_common.pagination import InvalidCursor, Page, decode_cursor, encode_cursor
 from krika_common.schemas import Line
