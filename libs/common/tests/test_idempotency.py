@@ -54,6 +54,12 @@ class PlacedOut(BaseModel):
     qty: int
 
 
+class PlacedRow(PlacedOut):
+    """What a use case might return that is more than the answer (like a table row)."""
+
+    internal_note: str = "not for the caller"
+
+
 class OutOfStock(Conflict):
     code = "out_of_stock"
 
@@ -73,8 +79,10 @@ def make_app(engine: AsyncEngine, use_case: UseCase) -> FastAPI:
     app = FastAPI()
     app.state.sessionmaker = make_sessionmaker(engine)
 
-    async def place(request: Request, session: SessionDep, body: PlaceIn, caller: str) -> Response:
-        async def run() -> PlacedOut:
+    async def place(
+        request: Request, session: SessionDep, body: PlaceIn, caller: str, **kw: Any
+    ) -> Response:
+        async def run() -> PlacedRow:
             use_case.calls += 1
             conn = await session.connection()
             new_id = (
@@ -86,9 +94,11 @@ def make_app(engine: AsyncEngine, use_case: UseCase) -> FastAPI:
             await asyncio.sleep(use_case.delay)
             if use_case.fail:
                 raise OutOfStock
-            return PlacedOut(id=new_id, item=body.item, qty=body.qty)
+            return PlacedRow(id=new_id, item=body.item, qty=body.qty)
 
-        return await idempotent(request, session, scope=caller, body=body, run=run)
+        return await idempotent(
+            request, session, scope=caller, body=body, run=run, response_model=PlacedOut, **kw
+        )
 
     @app.post(
         "/orders",
@@ -115,6 +125,16 @@ def make_app(engine: AsyncEngine, use_case: UseCase) -> FastAPI:
     ) -> Response:
         """Place an order, faster."""
         return await place(request, session, body, caller)
+
+    @app.post("/orders/optional-key", status_code=200, response_model=PlacedOut)
+    async def place_maybe_again(
+        request: Request,
+        session: SessionDep,
+        body: PlaceIn,
+        caller: Annotated[str, Header(alias="X-Caller")],
+    ) -> Response:
+        """Place an order; without a key a retry places another."""
+        return await place(request, session, body, caller, status_code=200, required=False)
 
     install_http(app, KrikaSettings(service_name="idempotency-test"))
     return app
@@ -191,6 +211,26 @@ async def test_a_replay_answers_the_stored_response_without_running_again(
     assert use_case.calls == 1
     assert await placed(tables) == 1
     assert await stored_keys(tables) == 1
+
+
+async def test_where_a_key_is_optional_a_request_without_one_just_runs(
+    client: httpx.AsyncClient, tables: AsyncEngine, use_case: UseCase
+) -> None:
+    path = "/orders/optional-key"
+    first, second = [await post(client, None, path=path) for _ in range(2)]
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert REPLAYED_HEADER not in second.headers
+    assert first.json()["id"] != second.json()["id"]
+    assert "internal_note" not in first.json()  # the answer is the response model's fields
+    assert await stored_keys(tables) == 0
+
+    keyed = await post(client, "k-opt", path=path)
+    again = await post(client, "k-opt", path=path)
+    assert (again.status_code, again.headers[REPLAYED_HEADER]) == (200, "true")
+    assert again.content == keyed.content
+    assert "internal_note" not in keyed.json()
+    assert use_case.calls == 3
+    assert await placed(tables) == 3
 
 
 async def test_the_body_is_compared_as_json_not_as_bytes(

@@ -1,20 +1,28 @@
-"""Nothing is kept forever, no secret is kept readable: outbox/inbox retention, sealed event
-fields, and SQL errors that do not carry their parameters."""
+"""Nothing is kept forever, no secret is kept readable: outbox/inbox/idempotency-key retention,
+sealed event fields, and SQL errors that do not carry their parameters."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import subprocess
+import sys
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from krika_common.db import make_engine, utcnow
-from krika_common.events import InboxMessage, OutboxMessage, prune_events
+from krika_common.events import InboxMessage, OutboxMessage, prune_events, run_retention
 from krika_common.events.sealed import SealBroken, new_key, seal, unseal
+from krika_common.idempotency import IdempotencyKey
+from krika_common.testing import eventually
 
 
 async def count(engine: AsyncEngine, table: str) -> int:
@@ -91,3 +99,86 @@ async def test_a_failed_statement_does_not_carry_its_parameters(database_url: st
         assert "ada@example.com" not in str(failure.value)
     finally:
         await engine.dispose()
+
+
+async def _old_keys_and_a_published_event(
+    sessionmaker: async_sessionmaker[AsyncSession], clean_db: AsyncEngine
+) -> None:
+    key_table = SQLModel.metadata.tables[IdempotencyKey.__tablename__]
+    async with clean_db.begin() as conn:
+        await conn.run_sync(lambda c: SQLModel.metadata.create_all(c, tables=[key_table]))
+    now = utcnow()
+    async with sessionmaker() as session, session.begin():
+        for n, hours in enumerate([25, 25, 1]):
+            session.add(
+                IdempotencyKey(
+                    scope="u",
+                    key=f"k{n}",
+                    request_hash="0" * 64,
+                    status_code=201,
+                    response_body=b"{}",
+                    created_at=now - timedelta(hours=hours),
+                )
+            )
+        old = now - timedelta(days=10)
+        session.add(
+            OutboxMessage(
+                event_id=uuid.uuid4(),
+                event_type="test.old",
+                envelope={},
+                created_at=old,
+                published_at=old,
+            )
+        )
+
+
+@contextlib.asynccontextmanager
+async def retention_running(
+    sessionmaker: async_sessionmaker[AsyncSession], **kw: bool
+) -> AsyncIterator[None]:
+    task = asyncio.create_task(
+        run_retention(sessionmaker, outbox_days=7, inbox_days=30, interval=3600, **kw)
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_retention_prunes_expired_idempotency_keys_when_asked(
+    sessionmaker: async_sessionmaker[AsyncSession], clean_db: AsyncEngine
+) -> None:
+    await _old_keys_and_a_published_event(sessionmaker, clean_db)
+    async with retention_running(sessionmaker, idempotency_keys=True):
+        await eventually(lambda: _is(clean_db, "idempotency_keys", 1), what="keys pruned")
+    assert await count(clean_db, "outbox") == 0
+    assert await count(clean_db, "idempotency_keys WHERE key = 'k2'") == 1
+
+
+async def test_retention_leaves_idempotency_keys_alone_by_default(
+    sessionmaker: async_sessionmaker[AsyncSession], clean_db: AsyncEngine
+) -> None:
+    await _old_keys_and_a_published_event(sessionmaker, clean_db)
+    async with retention_running(sessionmaker):
+        await eventually(lambda: _is(clean_db, "outbox", 0), what="a round of retention")
+        await asyncio.sleep(0.1)
+    assert await count(clean_db, "idempotency_keys") == 3
+
+
+async def _is(engine: AsyncEngine, table: str, expected: int) -> bool:
+    return await count(engine, table) == expected
+
+
+def test_the_events_package_does_not_bring_the_idempotency_table() -> None:
+    """A service without the table migrates `SQLModel.metadata`: autogenerate must not see it."""
+    script = (
+        "import sqlmodel, krika_common.events, krika_common.db, krika_common.web;"
+        "print(sorted(sqlmodel.SQLModel.metadata.tables))"
+    )
+    tables = subprocess.run(  # noqa: S603 - our own interpreter and a fixed script
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert "outbox" in tables
+    assert "idempotency_keys" not in tables

@@ -37,8 +37,10 @@ either `op.create_table(...)` as autogenerate writes it from `IdempotencyKey`, o
     );
     CREATE INDEX ix_idempotency_keys_created_at ON idempotency_keys (created_at);
 
-and its worker prunes expired keys: `run_retention(..., idempotency_keys=True)`
-(krika_common.events.retention), which calls `prune_idempotency_keys`.
+Importing this module registers the table in `SQLModel.metadata` (nothing else in the lib
+imports it), so a service that uses it has autogenerate write that table, and a service that
+does not never sees it. Its worker prunes expired keys with
+`run_retention(..., idempotency_keys=True)` (krika_common.events.retention).
 
 What `idempotent(...)` does, in the request's transaction (the session of `SessionDep`):
 1. The header: missing → 400 `idempotency_key_missing` (unless `required=False`, which then
@@ -77,6 +79,7 @@ Limits and choices:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -84,7 +87,7 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Header, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import Column, Integer, LargeBinary, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
@@ -270,9 +273,16 @@ async def _serialise(
     run: Callable[[], Awaitable[BaseModel]], response_model: type[BaseModel] | None
 ) -> bytes:
     result = await run()
-    if response_model is not None:
-        result = response_model.model_validate(result, from_attributes=True)
-    return result.model_dump_json(by_alias=True).encode()
+    if response_model is None:
+        return result.model_dump_json(by_alias=True).encode()
+    # Through the declared type, as FastAPI does: only its fields, even from a subclass or a row.
+    adapter = _adapter(response_model)
+    return adapter.dump_json(adapter.validate_python(result, from_attributes=True), by_alias=True)
+
+
+@functools.cache
+def _adapter(model: type[BaseModel]) -> TypeAdapter[BaseModel]:
+    return TypeAdapter(model)
 
 
 _PRUNE = text(

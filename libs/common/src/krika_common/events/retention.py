@@ -1,9 +1,11 @@
-"""Retention of the outbox and the inbox: nothing is kept forever.
+"""Retention of the outbox, the inbox and idempotency keys: nothing is kept forever.
 
 A published outbox row has done its job (`outbox_retention_days` keeps recent ones for
 inspection); an unpublished one is never deleted. An inbox row only has to outlive every
 redelivery of its event (retries take minutes; `inbox_retention_days` covers a DLQ replayed
-weeks later). Rows go in batches, so no statement holds many locks or runs long.
+weeks later). An idempotency key is kept `KEY_TTL` (krika_common.idempotency), for services
+that have the table (`run_retention(..., idempotency_keys=True)`). Rows go in batches, so no
+statement holds many locks or runs long.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from krika_common.events.bus import error_text
 
 log = logging.getLogger(__name__)
 
-PRUNED = Counter("krika_events_pruned_total", "Outbox/inbox rows deleted by retention", ["table"])
+PRUNED = Counter(
+    "krika_events_pruned_total",
+    "Outbox/inbox/idempotency_keys rows deleted by retention",
+    ["table"],
+)
 
 _PRUNE_OUTBOX = text(
     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at < :cutoff "
@@ -69,8 +75,13 @@ async def run_retention(
     outbox_days: float,
     inbox_days: float,
     interval: float = 3600.0,
+    idempotency_keys: bool = False,
 ) -> None:
-    """Prune now and every `interval` seconds until cancelled (a worker's background task)."""
+    """Prune now and every `interval` seconds until cancelled (a worker's background task).
+
+    `idempotency_keys`: also delete expired keys (the service's migration created
+    `idempotency_keys`; off by default, so services without the table are unaffected).
+    """
     while True:
         try:
             deleted = await prune_events(
@@ -78,6 +89,14 @@ async def run_retention(
                 outbox_retention=timedelta(days=outbox_days),
                 inbox_retention=timedelta(days=inbox_days),
             )
+            if idempotency_keys:
+                # Imported here: importing the module registers its table in SQLModel.metadata,
+                # which services without the table must not see (Alembic autogenerate).
+                from krika_common.idempotency import KEY_TTL, prune_idempotency_keys
+
+                count = await prune_idempotency_keys(sessionmaker, older_than=KEY_TTL)
+                PRUNED.labels("idempotency_keys").inc(count)
+                deleted["idempotency_keys"] = count
             if any(deleted.values()):
                 log.info("retention deleted %s", deleted)
         except Exception as exc:
