@@ -163,9 +163,11 @@ async def test_an_order_from_placement_to_completion(
     (attachment,) = deliveries["items"][0]["attachments"]
     link = urlsplit(attachment["url"])
     assert link.path.startswith(f"{API}/orders/files/")
-    opened = await gateway.get(f"{link.path}?{link.query}", headers=customer)
+    opened = await gateway.get(f"{link.path}?{link.query}")  # a public route: the link is enough
     assert opened.status_code == 200
     assert opened.content == PDF
+    forged = await gateway.get(f"{link.path}?expires=1&sig=x")
+    assert forged.status_code == 403
 
     # Someone else's order: as if it did not exist.
     for method, path in (

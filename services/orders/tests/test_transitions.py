@@ -264,3 +264,18 @@ async def test_attachments(market: Market, stranger: Actor, files_dir: Path) -> 
     closed = await upload(market, order, market.provider)
     assert (closed.status_code, closed.json()["error"]) == (409, "order_closed")
     assert len(stored_files(files_dir)) == 2
+
+
+async def test_an_admin_cancels_work_in_progress_and_the_money_goes_back(
+    market: Market, clean_db: AsyncEngine, admin: Actor
+) -> None:
+    order = await market.paid_order()
+    await market.act(order, "start", market.provider)
+    await clear_outbox(clean_db)
+    cancelled = await market.act(order, "cancel", admin, {"reason": "Dispute settled"})
+    assert (cancelled["status"], cancelled["paid"]) == ("cancelled", True)
+    assert await status_changes(clean_db) == [("in_progress", "cancelled", "admin")]
+    (event,) = await outbox_envelopes(clean_db, "orders.order_cancelled")
+    assert (event["data"]["paid"], event["data"]["cancelled_by"]) == (True, "admin")
+    last = (await market.history(order))[-1]
+    assert last["actor_id"] == str(admin.id)
