@@ -26,7 +26,6 @@ from krika_common.access import AccessMarks
 from krika_common.db import database_check, make_engine, make_sessionmaker
 from krika_common.events import EventBus, OutboxRelay, run_retention
 from krika_common.events.bus import error_text
-from krika_common.idempotency import prune_idempotency_keys
 from krika_common.server import serve
 from krika_common.telemetry import configure_logging, setup_tracing
 from krika_common.web import install_http
@@ -47,18 +46,6 @@ async def run_timers(sessionmaker: async_sessionmaker[AsyncSession], settings: S
             fired = 0
         if fired < settings.timer_batch:
             await asyncio.sleep(settings.timer_poll_interval)
-
-
-async def run_key_pruning(
-    sessionmaker: async_sessionmaker[AsyncSession], *, interval: float = 3600.0
-) -> None:
-    """Delete expired idempotency keys now and every `interval` seconds until cancelled."""
-    while True:
-        try:
-            await prune_idempotency_keys(sessionmaker)
-        except Exception as exc:
-            log.warning("idempotency key pruning failed: %s", error_text(exc))
-        await asyncio.sleep(interval)
 
 
 def create_worker_app(
@@ -104,9 +91,9 @@ def create_worker_app(
                     sessionmaker,
                     outbox_days=settings.outbox_retention_days,
                     inbox_days=settings.inbox_retention_days,
+                    idempotency_keys=True,
                 )
             ),
-            asyncio.create_task(run_key_pruning(sessionmaker)),
         ]
 
         app.state.readiness.update(
