@@ -406,3 +406,19 @@ async def test_only_the_submission_route_takes_a_big_body(client: httpx.AsyncCli
             path, content=big, headers=provider | {"content-type": "application/json"}
         )
         assert response.status_code == 413, path
+
+
+async def test_a_body_that_cannot_be_parsed_is_a_documented_400(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    _, provider = await signed_in(client, "provider")
+    broken = await client.post(
+        "/kyc/submissions",
+        content=b"selfie=no-boundary",
+        headers=provider | {"content-type": "multipart/form-data"},  # no boundary
+    )
+    assert broken.status_code == 400, broken.text
+    assert broken.json()["error"] == "bad_request"
+    documented = app.openapi()["paths"]["/kyc/submissions"]["post"]["responses"]["400"]
+    assert "`bad_request`" in documented["description"]
+    assert stored_keys(storage_of(app)) == []

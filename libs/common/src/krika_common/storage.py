@@ -44,7 +44,7 @@ from PIL import Image, ImageOps
 from starlette.responses import Response
 
 from krika_common.config import DEV_PLACEHOLDER, StorageSettings
-from krika_common.errors import NotFound, ServiceError, ServiceUnavailable
+from krika_common.errors import BadRequest, NotFound, ServiceError, ServiceUnavailable
 from krika_common.turns import Turns
 
 JPEG, PNG, WEBP, PDF = "image/jpeg", "image/png", "image/webp", "application/pdf"
@@ -96,7 +96,16 @@ class LinkInvalid(ServiceError):
     message = "This file link is invalid or has expired"
 
 
+class MalformedUpload(BadRequest):
+    """Never raised: documents what the common error handler answers for a multipart body that
+    cannot be parsed (FastAPI's 400), so every upload route's OpenAPI lists it."""
+
+    code = "bad_request"
+    message = "The multipart body could not be parsed"
+
+
 UPLOAD_ERRORS: tuple[type[ServiceError], ...] = (
+    MalformedUpload,
     EmptyFile,
     FileTooLarge,
     UnsupportedFileType,

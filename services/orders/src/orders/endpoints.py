@@ -22,7 +22,6 @@ from krika_common.storage import UPLOAD_ERRORS, LinkInvalid, link_response
 from orders import service
 from orders.errors import (
     InvalidTransition,
-    MalformedUpload,
     OrderClosed,
     OrderNotFound,
     OwnService,
@@ -190,9 +189,7 @@ async def cancel(
     "/{order_id}/attachments",
     status_code=status.HTTP_201_CREATED,
     response_model=UploadedOut,
-    responses=responses(
-        OrderNotFound, OrderClosed, TooManyAttachments, MalformedUpload, *UPLOAD_ERRORS
-    ),
+    responses=responses(OrderNotFound, OrderClosed, TooManyAttachments, *UPLOAD_ERRORS),
 )
 async def upload_attachment(
     order_id: uuid.UUID,

@@ -53,11 +53,3 @@ class TooManyAttachments(Conflict):
 class OrderClosed(Conflict):
     code = "order_closed"
     message = "The order is completed or cancelled: nothing can be added to it"
-
-
-class MalformedUpload(BadRequest):
-    """Never raised here: documents the answer Starlette gives (through the common handler)
-    to a multipart body it cannot parse, so the upload route's OpenAPI lists it."""
-
-    code = "bad_request"
-    message = "The multipart body could not be parsed"
