@@ -12,23 +12,17 @@ ORDERS_WORKER_PORT.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from krika_common.access import AccessMarks
-from krika_common.db import database_check, make_engine, make_sessionmaker
-from krika_common.events import EventBus, OutboxRelay, run_retention
+from krika_common.events import EventBus
 from krika_common.events.bus import error_text
 from krika_common.server import serve
-from krika_common.telemetry import configure_logging, setup_tracing
-from krika_common.web import install_http
+from krika_common.worker import worker_app
 from orders.config import Settings
 from orders.consumers import inbox_handlers
 from orders.service import fire_due_timers
@@ -53,70 +47,15 @@ def create_worker_app(
 ) -> FastAPI:
     """`make_bus(queue)`: build the buses another way (tests: short-lived queues)."""
     settings = settings or Settings()
-    if make_bus is None:
-
-        def make_bus(queue: str) -> EventBus:
-            return EventBus.from_settings(settings, queue=queue)
-
-    configure_logging(f"{settings.service_name}-worker", settings.log_level)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url, pool_size=4)
-        setup_tracing(f"{settings.service_name}-worker", None, engine)
-        redis: Redis = Redis.from_url(settings.redis_url)
-        bus = make_bus(f"{settings.service_name}.events")
-        marks_bus = make_bus(f"{settings.service_name}.access")
-        sessionmaker = make_sessionmaker(engine)
-        relay = OutboxRelay(sessionmaker, bus, service=settings.service_name)
-        inbox_handlers(settings).subscribe(bus, sessionmaker)
-        AccessMarks(redis, settings.access_token_max_ttl).subscribe(marks_bus)
-
-        async def run() -> None:
-            # Connecting retries while the broker is down; consuming and relaying follow.
-            await bus.connect()
-            await bus.start()
-            await relay.run()
-
-        async def run_marks() -> None:
-            await marks_bus.connect()
-            await marks_bus.start()
-
-        tasks = [
-            asyncio.create_task(run()),
-            asyncio.create_task(run_marks()),
-            asyncio.create_task(run_timers(sessionmaker, settings)),
-            asyncio.create_task(
-                run_retention(
-                    sessionmaker,
-                    outbox_days=settings.outbox_retention_days,
-                    inbox_days=settings.inbox_retention_days,
-                    idempotency_keys=True,
-                )
-            ),
-        ]
-
-        app.state.readiness.update(
-            database=database_check(engine),
-            broker=bus.check_ready,
-            access_marks=marks_bus.check_ready,
-        )
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await bus.close()
-            await marks_bus.close()
-            await redis.aclose()
-            await engine.dispose()
-
-    app = FastAPI(title="Krika orders worker", lifespan=lifespan, openapi_url=None)
-    install_http(app, settings, service=f"{settings.service_name}-worker")
-    return app
+    config = settings
+    return worker_app(
+        settings,
+        inbox=lambda _redis: inbox_handlers(config),
+        access_marks=True,
+        loops=lambda sessionmaker: [run_timers(sessionmaker, config)],
+        idempotency_keys=True,
+        make_bus=make_bus,
+    )
 
 
 def main() -> None:
