@@ -19,7 +19,8 @@ from catalog.config import Settings
 from catalog.consumers import inbox_handlers
 from krika_common.auth import StaticKeys
 from krika_common.db import make_sessionmaker
-from krika_common.events import Delivery, Envelope, EventData
+from krika_common.events import Envelope, EventData
+from krika_common.testing.broker import handle_events
 from krika_common.testing.http import app_client
 from krika_common.testing.jwt import TestKeys
 
@@ -76,15 +77,7 @@ def deliver(sessionmaker: async_sessionmaker[AsyncSession], redis_client: Redis)
     handlers = inbox_handlers(PageCache(redis_client, timeout=1.0))
 
     async def run(*events: EventData | Envelope) -> None:
-        envelopes = [
-            e if isinstance(e, Envelope) else Envelope.wrap(e, producer="test") for e in events
-        ]
-        outcomes = await handlers.handle_batch(
-            sessionmaker, [Delivery(envelope, {}) for envelope in envelopes]
-        )
-        for outcome in outcomes:
-            if outcome is not None:
-                raise outcome
+        await handle_events(handlers, sessionmaker, *events)
 
     return run
 

@@ -3,7 +3,8 @@ published, a TCP path to the broker that a test can cut, and queue depths.
 
 `event_bus_factory` makes buses on this run's exchange, `events_observer` sees what is
 published on it, `amqp_proxy` is a path to the broker that a test can cut (`disable()`) and
-restore (`enable()`).
+restore (`enable()`). `handle_events(handlers, sessionmaker, *events)` runs a service's inbox
+handlers on events as its worker would, without a broker.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from krika_common.events import Delivery, Envelope, EventData, InboxHandlers
 from krika_common.testing import eventually
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
 
-    from krika_common.events import Envelope, EventBus
+    from krika_common.events import EventBus
 
 
 @pytest.fixture(scope="session")
@@ -205,3 +209,19 @@ async def queue_depth(amqp_url: str, name: str) -> int:
         channel = await connection.channel()
         queue = await channel.declare_queue(name, passive=True)
         return int(queue.declaration_result.message_count or 0)
+
+
+async def handle_events(
+    handlers: InboxHandlers,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *events: EventData | Envelope,
+) -> None:
+    """Hand events to a service's inbox handlers as its worker would (one batch, through the
+    inbox); a handler's error is raised here. Event data is wrapped in a fresh envelope."""
+    envelopes = [
+        e if isinstance(e, Envelope) else Envelope.wrap(e, producer="test") for e in events
+    ]
+    outcomes = await handlers.handle_batch(sessionmaker, [Delivery(e, {}) for e in envelopes])
+    for outcome in outcomes:
+        if outcome is not None:
+            raise outcome
