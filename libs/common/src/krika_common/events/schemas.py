@@ -281,6 +281,8 @@ class PaymentFailed(EventData):
 
 
 class RefundSucceeded(EventData):
+    """Paystack processed the refund of a payment (`reference` is the payment's)."""
+
     event_type = "payments.refund_succeeded"
     event_version = 1
 
@@ -291,3 +293,90 @@ class RefundSucceeded(EventData):
     amount: int
     currency: str
     refunded_at: datetime
+
+
+class RefundFailed(EventData):
+    """Paystack could not refund the payment: the money stays owed to the customer (ledger
+    keeps it payable, visible to admins)."""
+
+    event_type = "payments.refund_failed"
+    event_version = 1
+
+    refund_id: uuid.UUID
+    order_id: uuid.UUID
+    customer_id: uuid.UUID
+    reference: str
+    amount: int
+    currency: str
+    reason: str | None
+    failed_at: datetime
+
+
+class PayoutSucceeded(EventData):
+    """A withdrawal reached the provider's bank (Paystack's transfer succeeded)."""
+
+    event_type = "payments.payout_succeeded"
+    event_version = 1
+
+    withdrawal_id: uuid.UUID
+    provider_id: uuid.UUID
+    amount: int
+    currency: str
+    transfer_code: str | None
+    paid_at: datetime
+
+
+class PayoutFailed(EventData):
+    """A withdrawal did not reach the bank (failed, reversed, or no payout account): ledger
+    voids the reservation, so the money is available again."""
+
+    event_type = "payments.payout_failed"
+    event_version = 1
+
+    withdrawal_id: uuid.UUID
+    provider_id: uuid.UUID
+    amount: int
+    currency: str
+    reason: str
+    failed_at: datetime
+
+
+class PayoutAccountAdded(EventData):
+    """A provider's bank account is ready for payouts (a Paystack transfer recipient)."""
+
+    event_type = "payments.payout_account_added"
+    event_version = 1
+
+    payout_account_id: uuid.UUID
+    provider_id: uuid.UUID
+    bank_code: str
+    account_number_last4: str
+    account_name: str
+    currency: str
+    added_at: datetime
+
+
+class PayoutAccountRemoved(EventData):
+    event_type = "payments.payout_account_removed"
+    event_version = 1
+
+    payout_account_id: uuid.UUID
+    provider_id: uuid.UUID
+    removed_at: datetime
+
+
+# --- ledger ---------------------------------------------------------------------------------
+
+
+class WithdrawalRequested(EventData):
+    """A provider's withdrawal is reserved in the ledger; payments sends it to their bank with
+    `withdrawal_id` as the transfer reference."""
+
+    event_type = "ledger.withdrawal_requested"
+    event_version = 1
+
+    withdrawal_id: uuid.UUID
+    provider_id: uuid.UUID
+    amount: int
+    currency: str
+    requested_at: datetime
