@@ -20,7 +20,7 @@ create() { # name, value on stdin
 # The PostgreSQL password appears in every service's database URL. It is generated with
 # postgres_password; a database URL added later (a new service) needs it again: a Swarm secret
 # cannot be read back, so then pass it as POSTGRES_PASSWORD.
-SERVICE_DATABASES="identity catalog orders"
+SERVICE_DATABASES="identity catalog orders payments"
 if exists postgres_password; then
     echo "secret postgres_password: exists, kept"
     pg_password=${POSTGRES_PASSWORD:-}
@@ -70,15 +70,16 @@ exists notify_link_key && echo "secret notify_link_key: exists, kept" \
 
 # The S3 credentials of the services that keep files (KYC documents, service media): an access
 # key of the object store, not something to generate. Pass STORAGE_ACCESS_KEY_ID and
-# STORAGE_SECRET_ACCESS_KEY the first time.
-for name in storage_access_key_id storage_secret_access_key; do
+# STORAGE_SECRET_ACCESS_KEY the first time. Likewise PAYSTACK_SECRET_KEY: Paystack's secret key
+# (sk_live_... or sk_test_...) from its dashboard.
+for name in storage_access_key_id storage_secret_access_key paystack_secret_key; do
     variable=$(echo "$name" | tr '[:lower:]' '[:upper:]')
     if exists "$name"; then
         echo "secret $name: exists, kept"
     elif [ -n "${!variable:-}" ]; then
         printf '%s' "${!variable}" | create "$name"
     else
-        echo "secret $name: missing; run again with $variable set (the object store's key)" >&2
+        echo "secret $name: missing; run again with $variable set (see above)" >&2
         exit 1
     fi
 done

@@ -52,17 +52,23 @@ class Sidecar:
         return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
 
 
-# The Paystack sandbox (a local emulation of api.paystack.co, see docs/architecture.md §9) will live
-# in services/payments. It joins `make up` by itself once `payments/sandbox.py` (or package)
-# exists, and payments is pointed at it. Adjust the app path or variable names here when
-# payments lands; its shared secret key goes into DEV_SECRETS below.
+# The Paystack sandbox (payments.sandbox, a local emulation of api.paystack.co): payments is
+# pointed at it, it sends its signed webhooks to payments through the gateway (the public route
+# Paystack would call), and it keeps its state in .local/. Both share the secret key below.
 SIDECARS: tuple[Sidecar, ...] = (
     Sidecar(
         name="paystack-sandbox",
         service="payments",
         app="payments.sandbox:create_app",
         port=8010,
-        env={"PAYMENTS_PAYSTACK_BASE_URL": "http://127.0.0.1:8010"},
+        env={
+            "PAYMENTS_PAYSTACK_BASE_URL": "http://127.0.0.1:8010",
+            "PAYSTACK_SANDBOX_PUBLIC_URL": "http://127.0.0.1:8010",
+            "PAYSTACK_SANDBOX_WEBHOOK_URL": (
+                f"http://127.0.0.1:{PORTS['gateway']}/api/v1/payments/webhooks/paystack"
+            ),
+            "PAYSTACK_SANDBOX_DATABASE_URL": f"sqlite+aiosqlite:///{LOCAL / 'paystack-sandbox.db'}",
+        },
     ),
 )
 
@@ -76,7 +82,8 @@ DEV_SECRETS: dict[str, Callable[[], str]] = {
     "IDENTITY_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
     "CATALOG_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
     "ORDERS_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
-    # "PAYMENTS_PAYSTACK_SECRET_KEY": lambda: "sk_test_" + secrets.token_hex(20),
+    # payments' Paystack secret key; the sandbox gets it as PAYSTACK_SANDBOX_SECRET_KEY.
+    "PAYMENTS_PAYSTACK_SECRET_KEY": lambda: "sk_test_" + secrets.token_hex(20),
 }
 
 # Launcher-level defaults for the backing servers; each service's own <SVC>_* variable wins.
@@ -173,4 +180,6 @@ def environment(
     defaults["GATEWAY_OPS_PORT"] = str(GATEWAY_OPS_PORT)
     for sidecar in sidecars(apps):
         defaults.update(sidecar.env)
+    if "PAYMENTS_PAYSTACK_SECRET_KEY" in extra:
+        defaults["PAYSTACK_SANDBOX_SECRET_KEY"] = extra["PAYMENTS_PAYSTACK_SECRET_KEY"]
     return {**defaults, **base}
