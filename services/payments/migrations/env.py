@@ -1,7 +1,7 @@
-import payments.models  # noqa: F401 - registers the tables
-from payments.config import Settings
 from sqlmodel import SQLModel
 
+import payments.models  # noqa: F401 - registers the tables
 from krika_common.migrations import run_migrations
+from payments.config import Settings
 
 run_migrations(SQLModel.metadata, Settings().database_url)

@@ -12,10 +12,6 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 from joserfc.jwk import KeySet
-from payments.app import create_app, paystack_client
-from payments.config import Settings
-from payments.sandbox.testing import Sandbox, running_sandbox
-from payments.service import Payments
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,6 +20,10 @@ from krika_common.auth import StaticKeys
 from krika_common.db import make_sessionmaker
 from krika_common.testing.http import serving
 from krika_common.testing.jwt import TestKeys
+from payments.app import create_app, paystack_client
+from payments.config import Settings
+from payments.sandbox.testing import Sandbox, running_sandbox
+from payments.service import Payments
 
 from .factories import Actor, Market
 

@@ -10,11 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from payments.consumers import inbox_handlers
-from payments.models import Payment
-from payments.sandbox.testing import Sandbox
-from payments.service import Payments
-from payments.worker import follow_up_once
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,6 +23,11 @@ from krika_common.events import (
 )
 from krika_common.testing import eventually
 from krika_common.testing.broker import handle_events
+from payments.consumers import inbox_handlers
+from payments.models import Payment
+from payments.sandbox.testing import Sandbox
+from payments.service import Payments
+from payments.worker import follow_up_once
 
 Mint = Callable[..., str]
 

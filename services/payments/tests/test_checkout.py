@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 from fastapi import FastAPI
-from payments.models import PaymentStatus
 
 from krika_common.testing import eventually
+from payments.models import PaymentStatus
 
 from .factories import Actor, Market
 

@@ -7,9 +7,9 @@ import uuid
 from typing import Any
 
 import pytest
-from payments.models import Payout, PayoutStatus
 
 from krika_common.events import WithdrawalRequested
+from payments.models import Payout, PayoutStatus
 
 from .factories import Actor, Market, now
 

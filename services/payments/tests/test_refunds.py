@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from payments.models import PaymentStatus, Refund, RefundStatus
 from sqlmodel import func, select
+
+from payments.models import PaymentStatus, Refund, RefundStatus
 
 from .factories import Market
 

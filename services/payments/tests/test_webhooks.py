@@ -7,10 +7,10 @@ import hashlib
 import hmac
 import json
 
-from payments.models import PaymentStatus, WebhookEvent
 from sqlmodel import func, select
 
 from krika_common.testing import eventually
+from payments.models import PaymentStatus, WebhookEvent
 
 from .factories import Market
 
