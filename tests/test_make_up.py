@@ -24,7 +24,15 @@ from krika_common.server import port_open
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = "http://127.0.0.1:8000"
-PORTS = {8000: "gateway", 8001: "identity", 9000: "gateway (operations)", 9001: "identity-worker"}
+PORTS = {
+    8000: "gateway",
+    8001: "identity",
+    8004: "payments",
+    8010: "paystack-sandbox",
+    9000: "gateway (operations)",
+    9001: "identity-worker",
+    9004: "payments-worker",
+}
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
 
@@ -116,6 +124,11 @@ def test_make_up_serves_the_account_flow_and_stops_on_ctrl_c(
         me = api.get("/users/me", headers={"Authorization": f"Bearer {token}"})
         assert me.status_code == 200, me.text
         assert me.json()["email"] == email
+
+        # payments answers through the gateway, from the Paystack sandbox beside it (same key).
+        banks = api.get("/payments/banks", headers={"Authorization": f"Bearer {token}"})
+        assert banks.status_code == 200, banks.text
+        assert {"code": "058", "name": "Guaranty Trust Bank"} in banks.json()["items"]
 
     # Ctrl-C in a terminal: SIGINT to the foreground process group.
     os.killpg(make_up.pid, signal.SIGINT)
