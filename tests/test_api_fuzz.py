@@ -112,7 +112,11 @@ SERVICE_OVERRIDES: dict[str, dict[str, Any]] = {
         "login_attempts_per_ip": GENEROUS,
     },
     # Nothing answers there: every call to Paystack fails at once (503 payment_provider_*).
-    "payments": {"paystack_base_url": "http://127.0.0.1:9", "paystack_connect_timeout": 0.5},
+    "payments": {
+        "paystack_base_url": "http://127.0.0.1:9",
+        "paystack_connect_timeout": 0.5,
+        "checkout_callback_url": "https://app.example.com/orders/{order_id}",
+    },
 }
 
 # Who sends an example: a role with a fresh bearer token, or nobody.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 import pytest
@@ -192,3 +193,23 @@ async def test_paystack_down_then_retry(market: Market) -> None:
         lambda: market.events("payments.payment_succeeded", order_id=order_id),
         what="the fresh reference is paid",
     )
+
+
+async def test_the_secret_key_never_reaches_the_logs(
+    market: Market, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every logger at DEBUG (httpx's request lines included) through checkout, payment,
+    webhook, verify and a refused call: the secret key appears nowhere."""
+    caplog.set_level(logging.DEBUG)
+    order_id = await market.place()
+    body = await market.checked_out(order_id)
+    await market.sandbox.pay(body["authorization_url"])
+    await market.settled(lambda: market.events("payments.payment_succeeded"), what="paid")
+    refused = await market.client.post(
+        "/payments/payout-accounts",
+        json={"bank_code": "058", "account_number": "0000000001"},
+        headers=market.provider.headers,
+    )
+    assert refused.status_code == 422
+    assert caplog.records
+    assert market.sandbox.secret_key not in caplog.text
