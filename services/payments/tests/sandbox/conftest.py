@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import pytest_asyncio
-from payments.sandbox.testing import Sandbox, running_sandbox
 
 from krika_common.testing.http import serving
+from payments.sandbox.testing import Sandbox, running_sandbox
 
 from .receiver import Receiver
 

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import httpx
+
 from payments.sandbox.testing import Sandbox
 
 

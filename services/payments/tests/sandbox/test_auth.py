@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from payments.sandbox.testing import Sandbox
 
 ROUTES = [

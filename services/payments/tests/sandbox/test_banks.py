@@ -6,6 +6,7 @@ import base64
 
 import httpx
 import pytest
+
 from payments.sandbox.banks import account_name
 
 EXPECTED_CODES = {

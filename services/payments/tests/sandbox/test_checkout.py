@@ -6,11 +6,11 @@ from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+
+from krika_common.testing import eventually
 from payments.sandbox.checkout import format_amount
 from payments.sandbox.objects import local_card_fee
 from payments.sandbox.testing import Sandbox
-
-from krika_common.testing import eventually
 
 from .factories import initialize, reference
 from .receiver import Receiver

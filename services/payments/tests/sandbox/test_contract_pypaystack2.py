@@ -8,8 +8,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from payments.sandbox.banks import account_name
-from payments.sandbox.testing import Sandbox
 from pypaystack2.base_clients import BaseAsyncAPIClient
 from pypaystack2.enums import Country, Currency, RecipientType
 from pypaystack2.models import (
@@ -31,6 +29,8 @@ from pypaystack2.sub_clients import (
 )
 
 from krika_common.testing import eventually
+from payments.sandbox.banks import account_name
+from payments.sandbox.testing import Sandbox
 
 from .factories import reference
 

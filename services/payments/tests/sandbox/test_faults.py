@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+
 from payments.sandbox.testing import Sandbox
 
 from .factories import recipient, reference, transfer

@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
-from payments.sandbox.testing import Sandbox
 
 from krika_common.testing import eventually
+from payments.sandbox.testing import Sandbox
 
 from .factories import initialize, paid_transaction
 from .receiver import Receiver

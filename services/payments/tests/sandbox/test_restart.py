@@ -7,11 +7,11 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from payments.sandbox.testing import Sandbox, running_sandbox
 
 from krika_common.testing import eventually
 from krika_common.testing.databases import create_database, drop_database
 from krika_common.testing.http import serving
+from payments.sandbox.testing import Sandbox, running_sandbox
 
 from .factories import initialize, paid_transaction, recipient, reference, transfer
 from .receiver import Receiver

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from payments.sandbox.testing import Sandbox
 
 from .factories import initialize, reference

@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from payments.sandbox.banks import account_name
-from payments.sandbox.testing import Sandbox
 
 from krika_common.testing import eventually
+from payments.sandbox.banks import account_name
+from payments.sandbox.testing import Sandbox
 
 from .factories import recipient, reference, transfer
 from .receiver import Receiver

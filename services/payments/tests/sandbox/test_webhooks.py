@@ -11,12 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from payments.sandbox.testing import Sandbox, running_sandbox
-from payments.sandbox.webhooks import retry_delay
 
 from krika_common.server import free_port
 from krika_common.testing import eventually
 from krika_common.testing.http import serving
+from payments.sandbox.testing import Sandbox, running_sandbox
+from payments.sandbox.webhooks import retry_delay
 
 from .factories import initialize, paid_transaction, recipient, reference, transfer
 from .receiver import Receiver
