@@ -17,6 +17,7 @@ from krika_common.events import (
     PackageSnapshot,
     PaymentFailed,
     PaymentSucceeded,
+    RefundFailed,
     RefundSucceeded,
     ServiceArchived,
     ServicePublished,
@@ -108,6 +109,19 @@ def refund(order: dict[str, Any]) -> RefundSucceeded:
         amount=order["price"],
         currency=order["currency"],
         refunded_at=now(),
+    )
+
+
+def refund_failure(order: dict[str, Any]) -> RefundFailed:
+    return RefundFailed(
+        refund_id=uuid.uuid4(),
+        order_id=order["id"],
+        customer_id=order["customer_id"],
+        reference="ref-refund",
+        amount=order["price"],
+        currency=order["currency"],
+        reason="Insufficient balance",
+        failed_at=now(),
     )
 
 

@@ -14,6 +14,7 @@ from .factories import (
     payment,
     payment_failure,
     refund,
+    refund_failure,
 )
 
 CHANGED = "orders.order_status_changed"
@@ -82,6 +83,8 @@ async def test_a_late_payment_on_a_cancelled_order_is_refunded(
     notes = [h["note"] for h in (await market.history(order))[-2:]]
     assert "Refunded" in notes[0]
     assert "failed: Declined" in notes[1]
+    await market.deliver(refund_failure(order))
+    assert "Refund of" in (await market.history(order))[-1]["note"]
     assert await outbox_types(clean_db) == ["orders.order_cancelled"]
 
 

@@ -3,8 +3,8 @@ model of services that orders are priced from.
 
 Events in: payments.payment_succeeded (→ paid; late on a cancelled order → order_cancelled
 again with `paid: true`, so payments refunds), payments.payment_failed and
-payments.refund_succeeded (history notes), catalog.service_published / service_updated /
-service_archived (the read model).
+payments.refund_succeeded / refund_failed (history notes), catalog.service_published /
+service_updated / service_archived (the read model).
 
 Ordering: events may arrive late, twice or out of order. The inbox skips a redelivered event;
 a payment is applied once even under two events for it (the order row is locked and `paid`
@@ -21,6 +21,7 @@ from krika_common.events import (
     InboxHandlers,
     PaymentFailed,
     PaymentSucceeded,
+    RefundFailed,
     RefundSucceeded,
     ServiceArchived,
     ServicePublished,
@@ -40,6 +41,10 @@ def inbox_handlers(settings: Settings) -> InboxHandlers:
     @handlers.on(PaymentFailed, consumer="orders.payments")
     async def payment_failed(session: AsyncSession, envelope: Envelope) -> None:
         await service.payment_failed(session, PaymentFailed.from_envelope(envelope))
+
+    @handlers.on(RefundFailed, consumer="orders.payments")
+    async def refund_failed(session: AsyncSession, envelope: Envelope) -> None:
+        await service.refund_failed(session, RefundFailed.from_envelope(envelope))
 
     @handlers.on(RefundSucceeded, consumer="orders.payments")
     async def refund_succeeded(session: AsyncSession, envelope: Envelope) -> None:

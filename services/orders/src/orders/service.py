@@ -29,6 +29,7 @@ from krika_common.events import (
     OrderStatusChanged,
     PaymentFailed,
     PaymentSucceeded,
+    RefundFailed,
     RefundSucceeded,
     record_event,
 )
@@ -491,6 +492,18 @@ async def refund_succeeded(session: AsyncSession, event: RefundSucceeded) -> Non
             session,
             order,
             f"Refunded {event.amount} {event.currency} ({event.reference})",
+            at=utcnow(),
+        )
+
+
+async def refund_failed(session: AsyncSession, event: RefundFailed) -> None:
+    order = await repository.get_order(session, event.order_id, for_update=True)
+    if order is not None:
+        _note(
+            session,
+            order,
+            f"Refund of {event.amount} {event.currency} failed ({event.reason or 'no reason'}); "
+            "the money stays owed to the customer",
             at=utcnow(),
         )
 
