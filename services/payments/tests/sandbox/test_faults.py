@@ -100,7 +100,7 @@ async def test_a_path_prefix_and_any_method(sandbox: Sandbox, client: httpx.Asyn
     assert (await client.get("/transaction/verify/anything")).status_code == 500
     assert (await client.get("/transaction/verify/anything")).status_code == 400
     # A path that does not match leaves the rule in place.
-    await sandbox.rule(kind="fault", method="GET", path="/bank", fault="server_error")
+    await sandbox.rule(kind="fault", method="get", path="/bank", fault="server_error")
     assert (
         await client.get("/bank/resolve?account_number=0123456789&bank_code=058")
     ).status_code == 200

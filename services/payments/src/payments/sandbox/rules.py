@@ -1,13 +1,24 @@
-"""Test rules: how the next matching call, transfer, refund, charge or webhook behaves.
+"""Test rules (POST /_sandbox/rules): how the next matching call, transfer, refund, charge
+or webhook behaves. A rule is consumed by its first match, oldest rule first; `times: N`
+makes it apply to N matches. Kinds (the `kind` field):
 
-A rule is consumed by its first match, oldest first (`times` matches in all). Kinds:
-- fault: the next API call with that method and path (exact, or a prefix ending in `*`)
-  answers 500 (`server_error`) or hangs `timeout_seconds` (`timeout`); with `effect` the
-  operation is carried out and committed first and only the answer is lost.
-- transfer: how POST /transfer answers (pending, otp, success) and how it ends.
-- refund: whether the refund is processed or fails.
-- webhook: a webhook sent twice, never, late or out of order.
-- charge: the amount a successful payment captures instead of the one initialized.
+- `fault` {method ("*" = any), path (exact, or a prefix ending in "*"), fault: server_error |
+  timeout, effect}: the next matching API call (the checkout page included; a call refused
+  for its key does not count) answers 500 `{"status": false, "message": "An error occurred"}`
+  or is held `timeout_seconds` (then 504, or with `effect` the real answer; nothing if the
+  client left). `effect: true`: the operation is carried out and committed first.
+- `transfer` {reference?, answer: pending | otp | success, outcome: success | failed |
+  reversed | none}: how POST /transfer answers and how the transfer ends after
+  `settle_after` (with transfer.success / transfer.failed / transfer.reversed; `none` stays
+  pending, no webhook). `otp` waits for /transfer/finalize_transfer with the sandbox OTP.
+- `refund` {transaction? (its reference), outcome: processed | failed}.
+- `webhook` {event?, reference?, delivery: twice | never | late | out_of_order, delay}:
+  twice = two identical deliveries; never = recorded as `dropped`, not sent; late = `held`
+  `delay` seconds; out_of_order = `held` until the next webhook for the same reference
+  (refund.pending -> refund.processed) or of the same event (one transfer.success -> the
+  next) is queued, then sent `delay` seconds after it.
+- `charge` {reference?, amount}: the next successful payment captures `amount` instead of
+  the amount initialized.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .store import dumps, rules
@@ -35,6 +46,11 @@ class FaultRule(_Rule):
     path: str
     fault: Literal["server_error", "timeout"]
     effect: bool = False
+
+    @field_validator("method")
+    @classmethod
+    def _upper(cls, method: str) -> str:
+        return method.upper()
 
     def matches(self, method: str, path: str) -> bool:
         if self.method not in ("*", method.upper()):
