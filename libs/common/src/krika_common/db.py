@@ -91,11 +91,13 @@ async def get_by_id(
     session: AsyncSession, model: type[M], key: Any, *, for_update: bool = False
 ) -> M | None:
     """The row of `model` with primary key `key`; `for_update` locks it (SELECT ... FOR UPDATE)
-    for the rest of the transaction - the way to read a row the use case is about to change."""
+    for the rest of the transaction - the way to read a row the use case is about to change.
+    A locked read refreshes a copy the session already holds (`populate_existing`): the row
+    may have changed between that earlier read and the lock."""
     (primary_key,) = inspect(model).primary_key
     stmt = select(model).where(primary_key == key)
     if for_update:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return (await session.exec(stmt)).one_or_none()
 
 

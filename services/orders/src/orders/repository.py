@@ -24,10 +24,7 @@ async def get_order(
 ) -> Order | None:
     """The order; `for_update` locks its row for the transition about to happen (two racing
     transitions then serialise: the second sees the first's outcome)."""
-    order = await get_by_id(session, Order, order_id, for_update=for_update)
-    if order is not None and for_update:
-        await session.refresh(order)  # the identity map may hold an older copy
-    return order
+    return await get_by_id(session, Order, order_id, for_update=for_update)
 
 
 async def list_orders(
