@@ -51,7 +51,7 @@ import textwrap
 import time
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -81,6 +81,7 @@ from krika_common.config import KrikaSettings
 from krika_common.server import free_port
 from krika_common.testing.databases import alembic_upgrade, create_database, drop_database
 from krika_common.testing.http import serving
+from payments.sandbox.testing import running_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES_DIR = ROOT / "services"
@@ -111,12 +112,20 @@ SERVICE_OVERRIDES: dict[str, dict[str, Any]] = {
         "login_attempts_per_account": GENEROUS,
         "login_attempts_per_ip": GENEROUS,
     },
-    # Nothing answers there: every call to Paystack fails at once (503 payment_provider_*).
-    "payments": {
-        "paystack_base_url": "http://127.0.0.1:9",
-        "paystack_connect_timeout": 0.5,
-        "checkout_callback_url": "https://app.example.com/orders/{order_id}",
-    },
+    "payments": {"checkout_callback_url": "https://app.example.com/orders/{order_id}"},
+}
+
+
+@contextlib.contextmanager
+def paystack_sandbox() -> Iterator[dict[str, Any]]:
+    with running_sandbox() as sandbox:
+        yield {"paystack_base_url": sandbox.base_url, "paystack_secret_key": sandbox.secret_key}
+
+
+# A service that calls an outside API is fuzzed against that API's local stand-in, a real
+# process (its settings come from the stand-in), never against the real one or nothing.
+STAND_INS: dict[str, Callable[[], contextlib.AbstractContextManager[dict[str, Any]]]] = {
+    "payments": paystack_sandbox,
 }
 
 # Who sends an example: a role with a fresh bearer token, or nobody.
@@ -324,6 +333,8 @@ async def system(
                 values["storage_url"] = tmp_path_factory.mktemp(f"{service.name}-files").as_uri()
             if "identity" in urls:
                 values["jwks_url"] = f"{urls['identity']}/.well-known/jwks.json"
+            if service.name in STAND_INS:
+                values.update(stack.enter_context(STAND_INS[service.name]()))
             app = service.create_app(build_settings(service, values))
             urls[service.name] = await stack.enter_async_context(serving(app))
             database_urls[service.name] = database_url

@@ -33,7 +33,7 @@ from payments.errors import (
     PaystackDown,
     UnknownBank,
 )
-from payments.models import Payment, PayoutAccount
+from payments.models import Payment, PayoutAccount, PayoutStatus
 from payments.schemas import (
     BankOut,
     CheckoutIn,
@@ -168,7 +168,7 @@ async def remove_payout_account(
 async def list_payouts(
     _admin: AdminDep,
     session: SessionDep,
-    status_: Annotated[str | None, Query(alias="status", max_length=20)] = None,
+    status_: Annotated[PayoutStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page[PayoutOut]:
     """Admin: payouts on their way (not final), oldest first; or those with `status`."""

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import time
 import uuid
-from datetime import timedelta
 from typing import Any
 
 from prometheus_client import Counter
@@ -42,7 +41,7 @@ from payments.errors import (
 from payments.models import Payout, PayoutAccount, PayoutStatus, WebhookEvent
 from payments.paystack import Bank, PaystackRefused, PaystackUnavailable, Transfer
 from payments.schemas import PayoutAccountIn
-from payments.service import PRODUCER, Payments, applies_to, backoff
+from payments.service import PRODUCER, Payments, applies_to, backoff, lease_due
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +123,7 @@ async def add_payout_account(
                 col(PayoutAccount.removed_at).is_(None),
             )
             .with_for_update()
+            .execution_options(populate_existing=True)
         )
     ).first()
     if current is not None:
@@ -192,6 +192,7 @@ async def remove_payout_account(
                 col(PayoutAccount.removed_at).is_(None),
             )
             .with_for_update()
+            .execution_options(populate_existing=True)
         )
     ).first()
     if account is None:
@@ -244,7 +245,12 @@ async def withdrawal_requested(session: AsyncSession, event: WithdrawalRequested
 
 
 async def _lock(session: AsyncSession, withdrawal_id: uuid.UUID) -> Payout:
-    stmt = select(Payout).where(Payout.withdrawal_id == withdrawal_id).with_for_update()
+    stmt = (
+        select(Payout)
+        .where(Payout.withdrawal_id == withdrawal_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     return (await session.exec(stmt)).one()
 
 
@@ -314,22 +320,7 @@ async def apply_transfer(
 
 async def submit_payouts(deps: Payments, *, limit: int) -> int:
     """Send queued transfers and resolve the ones whose outcome is not known yet."""
-    now = utcnow()
-    lease = now + timedelta(seconds=max(60.0, deps.settings.paystack_timeout * 4))
-    async with deps.sessionmaker() as session, session.begin():
-        claimed = list(
-            (
-                await session.exec(
-                    select(Payout)
-                    .where(col(Payout.next_check_at) <= now, col(Payout.status).in_(_OPEN))
-                    .order_by(col(Payout.next_check_at))
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
-        )
-        for payout in claimed:
-            payout.next_check_at = lease
+    claimed: list[Payout] = await lease_due(deps, Payout, list(_OPEN), limit)
     for payout in claimed:
         if payout.status == PayoutStatus.requested:
             await _send(deps, payout)

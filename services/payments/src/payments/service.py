@@ -6,7 +6,9 @@ body first) and then *processed*: Paystack is asked (`GET /transaction/verify`, 
 `GET /transfer/verify`) and only that answer, compared with our record, moves our state.
 
 Locks are always taken in one order — payable, then payment, then refund — by checkout, by
-webhook processing and by reconciliation alike, so they serialise instead of deadlocking.
+webhook processing and by reconciliation alike, so they serialise instead of deadlocking. A
+locking read always refreshes what the session holds (`populate_existing`): a row read before
+the lock may have changed before it was granted.
 Use cases called from requests or handlers flush and never commit; the worker's loops
 (`reconcile_payments`, `submit_refunds`, `process_due_webhooks`) own their transactions, since
 they must commit before and after calling Paystack.
@@ -58,6 +60,7 @@ from payments.models import (
     Payer,
     Payment,
     PaymentStatus,
+    Payout,
     Refund,
     RefundStatus,
     WebhookEvent,
@@ -186,12 +189,22 @@ async def _request_refund(session: Session, payment: Payment, why: str) -> None:
 async def _lock_payable(session: Session, order_id: uuid.UUID) -> Payable | None:
     # FOR NO KEY UPDATE: serialises changes to the payable without blocking inserts of
     # payments that reference it (they take FOR KEY SHARE).
-    stmt = select(Payable).where(Payable.order_id == order_id).with_for_update(key_share=True)
+    stmt = (
+        select(Payable)
+        .where(Payable.order_id == order_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
     return (await session.exec(stmt)).first()
 
 
 async def _lock_payment(session: Session, payment_id: uuid.UUID) -> Payment:
-    stmt = select(Payment).where(Payment.id == payment_id).with_for_update()
+    stmt = (
+        select(Payment)
+        .where(Payment.id == payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     return (await session.exec(stmt)).one()
 
 
@@ -556,8 +569,11 @@ async def _payment_failed(session: Session, payment: Payment, reason: str | None
 # --- reconciliation ---------------------------------------------------------------------------
 
 
-async def _lease(
-    deps: Payments, model: type[Payment] | type[Refund], statuses: list[str], limit: int
+async def lease_due(
+    deps: Payments,
+    model: type[Payment] | type[Refund] | type[Payout],
+    statuses: list[str],
+    limit: int,
 ) -> list[Any]:
     """Claim up to `limit` rows due for a check: push their `next_check_at` a lease ahead (so
     no other worker takes them meanwhile) and commit; the rows as they were claimed."""
@@ -586,7 +602,7 @@ async def _lease(
 async def reconcile_payments(deps: Payments, *, limit: int) -> int:
     """Verify payments Paystack has not told us about (lost webhooks, lost answers)."""
     settings = deps.settings
-    claimed: list[Payment] = await _lease(
+    claimed: list[Payment] = await lease_due(
         deps, Payment, [PaymentStatus.initializing, PaymentStatus.pending], limit
     )
     for payment in claimed:
@@ -625,7 +641,7 @@ async def reconcile_payments(deps: Payments, *, limit: int) -> int:
 
 async def submit_refunds(deps: Payments, *, limit: int) -> int:
     """Send requested refunds to Paystack, and follow up on those it has not settled."""
-    claimed: list[Refund] = await _lease(
+    claimed: list[Refund] = await lease_due(
         deps,
         Refund,
         [RefundStatus.requested, RefundStatus.submitting, RefundStatus.pending],
@@ -641,7 +657,7 @@ async def submit_refunds(deps: Payments, *, limit: int) -> int:
 
 async def _send_refund(deps: Payments, refund: Refund) -> None:
     async with deps.sessionmaker() as session, session.begin():
-        row = await session.get(Refund, refund.id, with_for_update=True)
+        row = await session.get(Refund, refund.id, with_for_update=True, populate_existing=True)
         if row is None or row.status not in (RefundStatus.requested, RefundStatus.submitting):
             return
         row.status = RefundStatus.submitting
@@ -662,10 +678,13 @@ async def _send_refund(deps: Payments, refund: Refund) -> None:
         log.warning("refund %s: Paystack unavailable (%s); will retry", refund.id, exc.message)
     async with deps.sessionmaker() as session, session.begin():
         row = await _lock_refund(session, refund.id)
+        if answer is not None and row.paystack_id is None:
+            row.paystack_id = answer.id
+        if row.status != RefundStatus.submitting:
+            return  # its webhook got here first and moved it on
         now = utcnow()
         row.updated_at = now
         if answer is not None:
-            row.paystack_id = answer.id
             row.status = RefundStatus.pending
             row.next_check_at = now + timedelta(seconds=deps.settings.followup_after)
             await _apply_refund_status(session, row, answer.status, None)
@@ -717,7 +736,12 @@ async def _lock_refund(session: Session, refund_id: uuid.UUID) -> Refund:
         raise LookupError(f"no refund {refund_id}")
     await _lock_payment(session, payment_id)
     return (
-        await session.exec(select(Refund).where(Refund.id == refund_id).with_for_update())
+        await session.exec(
+            select(Refund)
+            .where(Refund.id == refund_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
     ).one()
 
 
