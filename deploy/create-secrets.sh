@@ -41,6 +41,23 @@ for svc in $SERVICE_DATABASES; do
     fi
 done
 
+# ledger runs as its own role (krika_ledger_app, made by deploy/postgres/init-ledger-role.sh), which
+# may not rewrite postings; its migrations run as the owner.
+if exists ledger_app_password; then
+    echo "secrets ledger_app_password, ledger_database_url, ledger_owner_database_url: kept"
+elif [ -z "$pg_password" ]; then
+    echo "the ledger secrets are missing and postgres_password exists: run again with" \
+         "POSTGRES_PASSWORD set to its value" >&2
+    exit 1
+else
+    ledger_password=$(openssl rand -hex 24)
+    printf '%s' "$ledger_password" | create ledger_app_password
+    printf 'postgresql+asyncpg://krika_ledger_app:%s@postgres:5432/krika_ledger' "$ledger_password" \
+        | create ledger_database_url
+    printf 'postgresql+asyncpg://krika:%s@postgres:5432/krika_ledger' "$pg_password" \
+        | create ledger_owner_database_url
+fi
+
 if exists amqp_url || exists rabbitmq_conf; then
     if ! (exists amqp_url && exists rabbitmq_conf); then
         echo "amqp_url and rabbitmq_conf must be created together;" \

@@ -28,10 +28,12 @@ PORTS = {
     8000: "gateway",
     8001: "identity",
     8004: "payments",
+    8005: "ledger",
     8010: "paystack-sandbox",
     9000: "gateway (operations)",
     9001: "identity-worker",
     9004: "payments-worker",
+    9005: "ledger-worker",
 }
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
@@ -129,6 +131,11 @@ def test_make_up_serves_the_account_flow_and_stops_on_ctrl_c(
         banks = api.get("/payments/banks", headers={"Authorization": f"Bearer {token}"})
         assert banks.status_code == 200, banks.text
         assert {"code": "058", "name": "Guaranty Trust Bank"} in banks.json()["items"]
+
+        # ledger answers a new wallet with zeros for the platform currency.
+        wallet = api.get("/wallet", headers={"Authorization": f"Bearer {token}"})
+        assert wallet.status_code == 200, wallet.text
+        assert wallet.json()["balances"][0]["currency"] == "NGN"
 
     # Ctrl-C in a terminal: SIGINT to the foreground process group.
     os.killpg(make_up.pid, signal.SIGINT)

@@ -301,7 +301,7 @@ async def accounts(
 
 
 async def trial_balance(session: AsyncSession) -> TrialBalanceOut:
-    rows = await session.execute(
+    rows = await session.exec(  # type: ignore[call-overload]
         core_select(
             col(Account.kind),
             col(Account.currency),
