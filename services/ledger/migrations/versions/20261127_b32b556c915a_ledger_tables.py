@@ -1,7 +1,7 @@
 """ledger: accounts, journal_entries and postings (append-only: a trigger refuses UPDATE and
 DELETE to anyone; the role krika_ledger_writer, which the service's login role is made a member
 of, is granted SELECT and INSERT on them only), withdrawals, parked_events, read models
-(ledger_orders, providers), idempotency_keys (krika_common.idempotency), outbox, inbox
+(ledger_orders, ledger_providers), idempotency_keys (krika_common.idempotency), outbox, inbox
 
 The outbox NOTIFY trigger is krika_common.events.outbox.OUTBOX_NOTIFY_DDL, written out.
 The service's login role is named by LEDGER_APP_ROLE in the migration's environment (e.g.
@@ -59,7 +59,7 @@ GRANTS = (
 END $$""",
     f"GRANT SELECT, INSERT ON journal_entries, postings TO {WRITER}",
     f"GRANT SELECT, INSERT, UPDATE ON accounts, withdrawals, parked_events, ledger_orders, "
-    f"providers TO {WRITER}",
+    f"ledger_providers TO {WRITER}",
     # The outbox relay marks rows published; retention deletes old outbox, inbox and keys.
     f"GRANT SELECT, INSERT, UPDATE, DELETE ON outbox, inbox, idempotency_keys TO {WRITER}",
     f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {WRITER}",
@@ -161,12 +161,12 @@ def upgrade() -> None:
     )
     op.create_index('ix_parked_events_due', 'parked_events', ['next_attempt_at'], unique=False, postgresql_where=sa.text('resolved_at IS NULL'))
     op.create_index('ix_parked_events_subject', 'parked_events', ['subject'], unique=False, postgresql_where=sa.text('resolved_at IS NULL'))
-    op.create_table('providers',
+    op.create_table('ledger_providers',
     sa.Column('user_id', sa.Uuid(), nullable=False),
     sa.Column('kyc_approved_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('payout_account_id', sa.Uuid(), nullable=True),
     sa.Column('payout_account_changed_at', sa.DateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('user_id', name=op.f('pk_providers'))
+    sa.PrimaryKeyConstraint('user_id', name=op.f('pk_ledger_providers'))
     )
     op.create_table('withdrawals',
     sa.Column('id', sa.Uuid(), nullable=False),
@@ -218,7 +218,7 @@ def downgrade() -> None:
     op.drop_table('postings')
     op.drop_index('ix_withdrawals_provider', table_name='withdrawals')
     op.drop_table('withdrawals')
-    op.drop_table('providers')
+    op.drop_table('ledger_providers')
     op.drop_index('ix_parked_events_subject', table_name='parked_events', postgresql_where=sa.text('resolved_at IS NULL'))
     op.drop_index('ix_parked_events_due', table_name='parked_events', postgresql_where=sa.text('resolved_at IS NULL'))
     op.drop_table('parked_events')

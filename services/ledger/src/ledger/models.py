@@ -217,7 +217,7 @@ class LedgerOrder(SQLModel, table=True):
 class Provider(SQLModel, table=True):
     """What a withdrawal needs to know of a provider: KYC approved, a payout account."""
 
-    __tablename__ = "providers"
+    __tablename__ = "ledger_providers"
 
     user_id: uuid.UUID = Field(primary_key=True)
     kyc_approved_at: datetime | None = Field(default=None, sa_column=_ts())
