@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlmodel import func, select
 
 from payments.models import PaymentStatus, Refund, RefundStatus
@@ -98,3 +100,37 @@ async def test_an_unpaid_cancellation_refunds_nothing(market: Market) -> None:
     await market.cancel(order_id, paid=False)
     await market.follow_up(2)
     assert await refunds(market) == 0
+
+
+async def test_a_second_payment_of_a_paid_order_is_announced_and_refunded(market: Market) -> None:
+    """The customer paid twice: a checkout given up as abandoned was still payable on
+    Paystack's page, and was paid after a new checkout had been paid. Both are announced (the
+    money was captured), and the second to arrive is refunded in full."""
+    order_id = await market.place()
+    first = await market.checked_out(order_id)
+    market.deps = replace(
+        market.deps,
+        settings=market.deps.settings.model_copy(update={"reconcile_give_up": 0.1}),
+    )
+    await market.settled(
+        lambda: market.events("payments.payment_failed", reference=first["reference"]),
+        what="the first checkout given up",
+    )
+    second = await market.checked_out(order_id)
+    assert second["reference"] != first["reference"]
+    await market.sandbox.pay(second["authorization_url"])
+    await market.settled(
+        lambda: market.events("payments.payment_succeeded", reference=second["reference"]),
+        what="the second paid",
+    )
+    await market.sandbox.pay(first["authorization_url"])  # the old tab, paid at last
+    await market.settled(
+        lambda: market.events("payments.refund_succeeded", reference=first["reference"]),
+        what="the late one refunded",
+    )
+    assert len(await market.events("payments.payment_succeeded", order_id=order_id)) == 2
+    assert await market.status(first["reference"]) == "refunded"
+    assert await market.status(second["reference"]) == "succeeded"
+    async with market.sessionmaker() as session:
+        [refund] = (await session.exec(select(Refund))).all()
+    assert refund.reference == first["reference"]

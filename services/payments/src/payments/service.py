@@ -518,14 +518,13 @@ async def apply_transaction(
             return "not believed: amount or currency differs from the order's"
         payment.status = PaymentStatus.succeeded
         payment.paid_at = transaction.paid_at or now
-        if payable.paid_by is not None:
-            # A second payment for a paid order (two checkouts both paid): give it back.
-            PAYMENTS.labels("duplicate").inc()
-            await session.flush()
-            await _request_refund(session, payment, "the order was paid already")
-            return "duplicate payment for a paid order: refund requested"
-        payable.paid_by = payment.id
-        PAYMENTS.labels("succeeded").inc()
+        # A second payment for a paid order (two checkouts both paid) is announced as well -
+        # the money was captured; orders notes it, ledger books it as owed to the customer -
+        # and given back.
+        duplicate = payable.paid_by is not None
+        if not duplicate:
+            payable.paid_by = payment.id
+        PAYMENTS.labels("duplicate" if duplicate else "succeeded").inc()
         await record_event(
             session,
             PaymentSucceeded(
@@ -539,6 +538,10 @@ async def apply_transaction(
             ),
             producer=PRODUCER,
         )
+        if duplicate:
+            await session.flush()
+            await _request_refund(session, payment, "the order was paid already")
+            return "duplicate payment for a paid order: refund requested"
         return "payment succeeded"
     if transaction.status in ("failed", "reversed"):
         if payment.status != PaymentStatus.failed:
