@@ -24,15 +24,33 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from krika_common.errors import Forbidden, ServiceError, ServiceUnavailable, Unauthorized
 
 if TYPE_CHECKING:
     from krika_common.auth import Principal
+    from krika_common.config import KrikaSettings
     from krika_common.events import Envelope, EventBus
 
 log = logging.getLogger(__name__)
+
+
+def connect_redis(settings: KrikaSettings, *, socket_timeout: float | None = None) -> Redis:
+    """The process's Redis client with every limit explicit: at most
+    `redis_max_connections` connections, and a command that finds none free waits up to
+    `redis_timeout` for one (redis-py's default pool has 100 and fails at once beyond them: a
+    burst of requests would get 503s from `require_role`); connect and socket timeouts.
+    `socket_timeout` overrides the timeouts (catalog's page cache has shorter ones)."""
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout,
+        socket_timeout=socket_timeout or settings.redis_timeout,
+        socket_connect_timeout=socket_timeout or settings.redis_timeout,
+    )
+    return Redis.from_pool(pool)
+
 
 MARK_PREFIX = "krika:access:"
 CHANNEL = "krika:access"

@@ -64,6 +64,11 @@ class KrikaSettings(BaseSettings):
     # "quorum" on a clustered production broker (see EventBus).
     amqp_queue_type: Literal["classic", "quorum"] = "classic"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Connections to Redis a process opens at most (one per request in flight at worst: match
+    # http.max_concurrency); a command beyond waits up to redis_timeout for a free one. Also the
+    # connect and socket timeouts (seconds).
+    redis_max_connections: int = Field(default=256, ge=1)
+    redis_timeout: float = Field(default=5.0, gt=0)
     jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
     jwt_issuer: str = "krika-identity"
     jwt_audience: str = "krika"

@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from krika_common.access import AccessMarks
+from krika_common.access import AccessMarks, connect_redis
 from krika_common.config import KrikaSettings
 from krika_common.db import database_check, make_engine, make_sessionmaker
 from krika_common.events import EventBus, InboxHandlers, OutboxRelay, run_retention
@@ -70,7 +70,7 @@ def worker_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, pool_size=pool_size)
         setup_tracing(name, None, engine)
-        redis: Redis = Redis.from_url(settings.redis_url)
+        redis: Redis = connect_redis(settings)
         sessionmaker = make_sessionmaker(engine)
         bus = bus_for(f"{settings.service_name}.events")
         relay = OutboxRelay(sessionmaker, bus, service=settings.service_name)

@@ -27,7 +27,7 @@ from catalog.cache import PageCache
 from catalog.config import Settings
 from catalog.endpoints import categories, discovery, reviews, services
 from catalog.service import Catalog
-from krika_common.access import AccessMarks
+from krika_common.access import AccessMarks, connect_redis
 from krika_common.auth import JWKSClient, KeySource, TokenVerifier
 from krika_common.db import database_check, make_engine, make_sessionmaker
 from krika_common.storage import Storage
@@ -63,11 +63,7 @@ def create_app(
             isolation_level="AUTOCOMMIT",
             hide_parameters=True,
         )
-        redis: Redis = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.cache_timeout * 4,
-            socket_connect_timeout=settings.cache_timeout * 4,
-        )
+        redis: Redis = connect_redis(settings, socket_timeout=settings.cache_timeout * 4)
         http = httpx.AsyncClient()
         setup_tracing(settings.service_name, app, engine)
         setup_tracing(settings.service_name, None, read_engine)

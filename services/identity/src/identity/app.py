@@ -32,6 +32,7 @@ from identity.keys import SigningKeys, link_key
 from identity.security import Passwords, TokenHasher
 from identity.service import Identity
 from identity.throttle import LoginThrottle
+from krika_common.access import connect_redis
 from krika_common.auth import StaticKeys, TokenVerifier
 from krika_common.db import database_check, make_engine, make_sessionmaker
 from krika_common.storage import Storage
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-        redis: Redis = Redis.from_url(settings.redis_url)
+        redis: Redis = connect_redis(settings)
         setup_tracing(settings.service_name, app, engine)
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.token_verifier = TokenVerifier(

@@ -19,7 +19,7 @@ import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from krika_common.access import AccessMarks
+from krika_common.access import AccessMarks, connect_redis
 from krika_common.auth import JWKSClient, KeySource, TokenVerifier
 from krika_common.db import database_check, make_engine, make_sessionmaker
 from krika_common.telemetry import configure_logging, setup_tracing
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, *, keys: KeySource | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-        redis: Redis = Redis.from_url(settings.redis_url)
+        redis: Redis = connect_redis(settings)
         http = httpx.AsyncClient(timeout=5.0)
         setup_tracing(settings.service_name, app, engine)
         app.state.sessionmaker = make_sessionmaker(engine)

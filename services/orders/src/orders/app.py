@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from krika_common.access import AccessMarks
+from krika_common.access import AccessMarks, connect_redis
 from krika_common.auth import JWKSClient, KeySource, TokenVerifier
 from krika_common.db import database_check, make_engine, make_sessionmaker
 from krika_common.storage import Storage
@@ -50,7 +50,7 @@ def create_app(
         import httpx
 
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-        redis: Redis = Redis.from_url(settings.redis_url)
+        redis: Redis = connect_redis(settings)
         http = httpx.AsyncClient()
         setup_tracing(settings.service_name, app, engine)
         app.state.sessionmaker = make_sessionmaker(engine)
