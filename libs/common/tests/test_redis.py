@@ -29,7 +29,11 @@ async def test_no_free_connection_within_the_timeout_is_an_error(redis_url: str)
     settings = KrikaSettings(redis_url=redis_url, redis_max_connections=1, redis_timeout=0.05)
     redis = connect_redis(settings, socket_timeout=2.0)
     try:
-        holder = asyncio.create_task(redis.blpop(["krika:test:empty:hold"], timeout=0.5))
+
+        async def hold() -> None:
+            await redis.blpop(["krika:test:empty:hold"], timeout=0.5)
+
+        holder = asyncio.create_task(hold())
         await asyncio.sleep(0.1)
         with pytest.raises(RedisConnectionError):
             await redis.ping()

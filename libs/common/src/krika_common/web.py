@@ -13,16 +13,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Scope
 
+from krika_common.access import AccessMarks, connect_redis
+from krika_common.auth import JWKSClient, KeySource, TokenVerifier
 from krika_common.config import KrikaSettings
+from krika_common.db import database_check, make_engine, make_sessionmaker
 from krika_common.edge import edge_check
 from krika_common.errors import (
     Overloaded,
@@ -34,7 +42,12 @@ from krika_common.errors import (
     responses,
 )
 from krika_common.server import BodyLimitMiddleware
-from krika_common.telemetry import OPERATIONS_ROUTES, TrustCheck, install_operations
+from krika_common.telemetry import (
+    OPERATIONS_ROUTES,
+    TrustCheck,
+    install_operations,
+    setup_tracing,
+)
 
 
 def install_http(
@@ -138,3 +151,50 @@ def document_errors(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    engine: AsyncEngine
+    redis: Redis
+
+
+@asynccontextmanager
+async def service_resources(
+    app: FastAPI,
+    settings: KrikaSettings,
+    *,
+    keys: KeySource | None = None,
+    redis_socket_timeout: float | None = None,
+) -> AsyncIterator[Resources]:
+    """What the lifespan of every API service but identity opens, and closes after it:
+    the database engine (`state.sessionmaker`, traced), Redis (`connect_redis`), the token
+    verifier on identity's JWKS (`keys` instead in tests), the access marks, and the readiness
+    checks of both. The service adds its own state inside:
+
+        async with service_resources(app, settings, keys=keys):
+            app.state.orders = Orders(...)
+            yield
+    """
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    redis = connect_redis(settings, socket_timeout=redis_socket_timeout)
+    http = httpx.AsyncClient(timeout=5.0)
+    setup_tracing(settings.service_name, app, engine)
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.token_verifier = TokenVerifier(
+        keys or JWKSClient(settings.jwks_url, http),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+    app.state.access_marks = AccessMarks(redis, settings.access_token_max_ttl)
+
+    async def ping() -> None:
+        await redis.ping()
+
+    app.state.readiness.update(database=database_check(engine), redis=ping)
+    try:
+        yield Resources(engine, redis)
+    finally:
+        await http.aclose()
+        await redis.aclose()
+        await engine.dispose()

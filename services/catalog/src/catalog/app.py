@@ -20,19 +20,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from catalog.cache import PageCache
 from catalog.config import Settings
 from catalog.endpoints import categories, discovery, reviews, services
 from catalog.service import Catalog
-from krika_common.access import AccessMarks, connect_redis
-from krika_common.auth import JWKSClient, KeySource, TokenVerifier
-from krika_common.db import database_check, make_engine, make_sessionmaker
+from krika_common.auth import KeySource
+from krika_common.db import make_sessionmaker
 from krika_common.storage import Storage
 from krika_common.telemetry import configure_logging, setup_tracing
-from krika_common.web import install_http
+from krika_common.web import install_http, service_resources
 
 # The public path of the file route through the gateway (local store's signed links).
 LINK_BASE = "/api/v1/catalog/files"
@@ -51,9 +49,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import httpx
-
-        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         # Search and public lists are one statement each: autocommit, no ping (catalog.cache).
         read_engine = create_async_engine(
             settings.database_url,
@@ -63,35 +58,20 @@ def create_app(
             isolation_level="AUTOCOMMIT",
             hide_parameters=True,
         )
-        redis: Redis = connect_redis(settings, socket_timeout=settings.cache_timeout * 4)
-        http = httpx.AsyncClient()
-        setup_tracing(settings.service_name, app, engine)
         setup_tracing(settings.service_name, None, read_engine)
-        app.state.sessionmaker = make_sessionmaker(engine)
-        app.state.read_sessionmaker = make_sessionmaker(read_engine)
-        app.state.token_verifier = TokenVerifier(
-            keys or JWKSClient(settings.jwks_url, http),
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-        )
-        app.state.access_marks = AccessMarks(redis, settings.access_token_max_ttl)
-        app.state.catalog = Catalog(
-            settings=settings,
-            storage=storage or Storage.from_settings(settings, link_base=LINK_BASE),
-            cache=PageCache(redis, timeout=settings.cache_timeout),
-        )
-
-        async def cache() -> None:
-            await redis.ping()
-
-        app.state.readiness.update(database=database_check(engine), redis=cache)
         try:
-            yield
+            async with service_resources(
+                app, settings, keys=keys, redis_socket_timeout=settings.cache_timeout * 4
+            ) as resources:
+                app.state.read_sessionmaker = make_sessionmaker(read_engine)
+                app.state.catalog = Catalog(
+                    settings=settings,
+                    storage=storage or Storage.from_settings(settings, link_base=LINK_BASE),
+                    cache=PageCache(resources.redis, timeout=settings.cache_timeout),
+                )
+                yield
         finally:
-            await http.aclose()
-            await redis.aclose()
             await read_engine.dispose()
-            await engine.dispose()
 
     app = FastAPI(
         title="Krika catalog",

@@ -18,14 +18,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
-from krika_common.access import AccessMarks, connect_redis
-from krika_common.auth import JWKSClient, KeySource, TokenVerifier
-from krika_common.db import database_check, make_engine, make_sessionmaker
+from krika_common.auth import KeySource
 from krika_common.storage import Storage
-from krika_common.telemetry import configure_logging, setup_tracing
-from krika_common.web import install_http
+from krika_common.telemetry import configure_logging
+from krika_common.web import install_http, service_resources
 from orders.config import Settings
 from orders.endpoints import orders
 from orders.service import Orders
@@ -47,34 +44,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import httpx
-
-        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-        redis: Redis = connect_redis(settings)
-        http = httpx.AsyncClient()
-        setup_tracing(settings.service_name, app, engine)
-        app.state.sessionmaker = make_sessionmaker(engine)
-        app.state.token_verifier = TokenVerifier(
-            keys or JWKSClient(settings.jwks_url, http),
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-        )
-        app.state.access_marks = AccessMarks(redis, settings.access_token_max_ttl)
-        app.state.orders = Orders(
-            settings=settings,
-            storage=storage or Storage.from_settings(settings, link_base=LINK_BASE),
-        )
-
-        async def cache() -> None:
-            await redis.ping()
-
-        app.state.readiness.update(database=database_check(engine), redis=cache)
-        try:
+        async with service_resources(app, settings, keys=keys):
+            app.state.orders = Orders(
+                settings=settings,
+                storage=storage or Storage.from_settings(settings, link_base=LINK_BASE),
+            )
             yield
-        finally:
-            await http.aclose()
-            await redis.aclose()
-            await engine.dispose()
 
     app = FastAPI(
         title="Krika orders",

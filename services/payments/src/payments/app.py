@@ -21,15 +21,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
-from krika_common.access import AccessMarks, connect_redis
-from krika_common.auth import JWKSClient, KeySource, TokenVerifier
-from krika_common.db import database_check, make_engine, make_sessionmaker
-from krika_common.telemetry import configure_logging, setup_tracing
-from krika_common.web import install_http
+from krika_common.auth import KeySource
+from krika_common.telemetry import configure_logging
+from krika_common.web import install_http, service_resources
 from payments.config import Settings
 from payments.endpoints import payments
 from payments.payouts import Banks
@@ -53,32 +49,14 @@ def create_app(settings: Settings | None = None, *, keys: KeySource | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-        redis: Redis = connect_redis(settings)
-        http = httpx.AsyncClient(timeout=5.0)
-        paystack = paystack_client(settings)
-        setup_tracing(settings.service_name, app, engine)
-        app.state.sessionmaker = make_sessionmaker(engine)
-        app.state.token_verifier = TokenVerifier(
-            keys or JWKSClient(settings.jwks_url, http),
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-        )
-        app.state.access_marks = AccessMarks(redis, settings.access_token_max_ttl)
-        app.state.payments = Payments(settings, paystack, app.state.sessionmaker)
-        app.state.banks = Banks(app.state.payments)
-
-        async def cache() -> None:
-            await redis.ping()
-
-        app.state.readiness.update(database=database_check(engine), redis=cache)
-        try:
-            yield
-        finally:
-            await paystack.aclose()
-            await http.aclose()
-            await redis.aclose()
-            await engine.dispose()
+        async with service_resources(app, settings, keys=keys):
+            paystack = paystack_client(settings)
+            app.state.payments = Payments(settings, paystack, app.state.sessionmaker)
+            app.state.banks = Banks(app.state.payments)
+            try:
+                yield
+            finally:
+                await paystack.aclose()
 
     app = FastAPI(
         title="Krika payments",
