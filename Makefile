@@ -17,7 +17,8 @@ PACKAGES := libs/common $(patsubst %/pyproject.toml,%,$(sort $(wildcard services
 # revisions are left out of mypy as ruff's config leaves them out of ruff.
 LINT_PATHS := $(foreach d,libs services gateway bench scripts tests,$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
 # mypy checks one package at a time: each has a `tests` package of its own, and the others are
-# found installed (editable) in .venv, as at run time.
+# found installed (editable) in .venv, as at run time. The root tests and bench also import the
+# launcher (scripts/krika_dev: tests/system.py runs its plan), and bench the tests' helpers.
 MYPY_UNITS := $(PACKAGES) $(foreach d,bench scripts tests,$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
 
 # Coverage (`make test`): every pytest run is measured by coverage.py, with branch coverage
@@ -85,7 +86,9 @@ lint: sync ## ruff check, ruff format --check and mypy --strict
 	echo "=== ruff format --check"; $(RUN) ruff format --check $(LINT_PATHS) || status=1; \
 	for unit in $(MYPY_UNITS); do \
 		echo "=== mypy --strict $$unit"; \
-		MYPYPATH=$$unit/src:$$unit $(RUN) mypy --strict --exclude '/migrations/versions/' $$unit || status=1; \
+		case $$unit in tests) extra=:scripts;; bench) extra=:scripts:tests;; *) extra=;; esac; \
+		MYPYPATH=$$unit/src:$$unit$$extra $(RUN) mypy --strict --exclude '/migrations/versions/' $$unit \
+			|| status=1; \
 	done; \
 	exit $$status
 
