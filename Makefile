@@ -46,7 +46,7 @@ pytest_run = \
 		exit $$rc); \
 	rc=$$?; if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then failed="$$failed $(1)"; fi
 
-.PHONY: help uv sync infra up migrate test lint format clean distclean
+.PHONY: help uv sync infra up demo migrate test lint format clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ infra: sync ## check PostgreSQL, Redis and RabbitMQ answer; start a stopped loca
 
 up: sync ## run every service, worker and the gateway with their logs, until Ctrl-C
 	@$(RUN) python scripts/dev.py up
+
+demo: sync ## the marketplace's happy path, step by step, against a running `make up`
+	@$(RUN) python scripts/demo.py
 
 migrate: sync ## create the krika_<service> databases and run every migration
 	@$(RUN) python scripts/dev.py migrate

@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -53,7 +55,7 @@ from marketplace import (
     wallet,
     withdraw,
 )
-from system import API, PortsBusy, System
+from system import API, GATEWAY, ROOT, PortsBusy, System
 from yarl import URL
 
 from krika_common.events import Envelope
@@ -628,3 +630,32 @@ async def test_after_a_declined_payment_a_new_checkout_pays(
     await until_status(api, customer, placed["id"], "paid", within=WITHIN)
     await until_wallet(api, shop.provider, in_escrow=placed["price"], within=WITHIN)
     await ledger_ok(api, admin)
+
+
+def test_make_demo_tells_the_journey(system: System) -> None:
+    """`make demo`'s script against this system (its identity database for grant-admin)."""
+    done = subprocess.run(  # noqa: S603 - our own script
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--gateway", GATEWAY],
+        cwd=ROOT,
+        env=system.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    story = done.stdout
+    for told in (
+        "is made an admin: `python -m identity.cli grant-admin",
+        "Chioma's KYC: approved",
+        "Emeka presses Pay",
+        "order paid",
+        "Emeka asks for a revision: order in_progress, revisions 1/1",
+        "Emeka accepts the work: order completed",
+        "Chioma is credited ₦22,500.45 (₦25,000.50 less ₦2,500.05 commission, 10 %)",
+        "withdrawal succeeded",
+        "invariants: ok",
+        "Trial balance",
+        "total NGN",
+    ):
+        assert told in story, f"{told!r} not in:\n{story}"
