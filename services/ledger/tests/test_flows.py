@@ -5,8 +5,14 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ledger.flows import commission_of
+from krika_common.testing.broker import handle_events
+from ledger.config import Settings
+from ledger.consumers import inbox_handlers
+from ledger.flows import Ledger, commission_of
+from ledger.journal import Journal
 from ledger.models import AccountKind
 
 from .factories import NGN, Books, payout
@@ -183,4 +189,20 @@ async def test_a_refund_before_its_cancellation_and_payment(books: Books) -> Non
     assert (await books.wallet(books.customer))["refund_payable"] == 0
     assert await books.balance(AccountKind.escrow, order.id) == 0
     assert await books.balance(AccountKind.clearing) == 0
+    assert (await books.invariants()).ok
+
+
+async def test_a_commission_of_the_whole_price(
+    books: Books, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """LEDGER_COMMISSION_BPS=10000: the platform keeps everything; the provider's leg of zero is
+    left out rather than refused."""
+    ledger = Ledger(settings.model_copy(update={"commission_bps": 10_000}), Journal())
+    order = books.order(100_000)
+    await handle_events(
+        inbox_handlers(ledger), sessionmaker, order.placed(), order.paid(), order.completed()
+    )
+    assert await books.balance(AccountKind.escrow, order.id) == 0
+    assert await books.balance(AccountKind.commission) == 100_000
+    assert (await books.wallet())["available"] == 0
     assert (await books.invariants()).ok

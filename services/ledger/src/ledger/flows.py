@@ -155,7 +155,9 @@ async def order_released(
     available = await journal.account(
         session, AccountKind.available, event.provider_id, event.currency
     )
-    legs = [Leg(escrow, event.price), Leg(available, -(event.price - commission))]
+    legs = [Leg(escrow, event.price)]
+    if event.price > commission:  # a commission of the whole price leaves the provider nothing
+        legs.append(Leg(available, -(event.price - commission)))
     if commission:
         platform = await journal.account(session, AccountKind.commission, None, event.currency)
         legs.append(Leg(platform, -commission))
