@@ -2,13 +2,14 @@
 books end where arithmetic says they must.
 
 Hypothesis draws a few orders (prices with odd amounts, so the commission rounds), each with a
-fate - paid then completed; paid, cancelled and refunded; never paid and cancelled - some paid
-twice (the second payment refunded), and withdrawals by the providers whose payouts succeed,
-fail or never report. Every event is then delivered in a random order, in random batches,
-some of them twice (the same payload as a new event, or the same envelope again), through
-ledger's inbox handlers as the worker runs them; a withdrawal is requested at a random point
-of that stream, for an amount its model says is covered (201) or not (409). Afterwards, and
-after the worker's sweep of parked events, every balance is compared with its sum.
+fate - paid then completed; paid, cancelled and refunded; cancelled unpaid, paid late, cancelled
+again as paid and refunded; never paid and cancelled - some paid twice (the second payment
+refunded), and withdrawals by the providers whose payouts succeed, fail or never report. Every
+event is then delivered in a random order, in random batches, some of them twice (the same
+payload as a new event, or the same envelope again), through ledger's inbox handlers as the
+worker runs them; a withdrawal is requested at a random point of that stream, for an amount its
+model says is covered (201) or not (409). Afterwards, and after the worker's sweep of parked
+events, every balance is compared with its sum.
 """
 
 from __future__ import annotations
@@ -49,12 +50,12 @@ from ledger.schemas import WithdrawalIn
 
 from .factories import NGN, Order, now, payout
 
-Fate = Literal["completed", "refunded", "unpaid"]
+Fate = Literal["completed", "refunded", "late", "unpaid"]
 Size = Literal["all", "some", "too_much"]
 Outcome = Literal["succeeded", "failed", "pending"]
 Copy = Literal["once", "payload", "envelope"]  # delivered once; again as a new event; same again
 
-FATES: tuple[Fate, ...] = ("completed", "refunded", "unpaid")
+FATES: tuple[Fate, ...] = ("completed", "refunded", "late", "unpaid")
 COPIES: tuple[Copy, ...] = ("once", "payload", "envelope")
 
 # Half-up boundaries at 10 % (…5 rounds up), tiny prices (no commission leg), and the rest.
@@ -79,13 +80,20 @@ class OrderPlan:
     provider: int
     customer: int
 
+    @property
+    def refunded(self) -> bool:
+        return self.fate in ("refunded", "late")
+
     def roles(self) -> list[str]:
-        """The events of its life, in their natural order."""
+        """The events of its life, in their natural order. `late`: cancelled unpaid, then a
+        checkout begun before the cancellation is paid; orders cancels it again as paid."""
         found = ["placed"]
         if self.fate == "completed":
             found += ["paid", "completed"]
         elif self.fate == "refunded":
             found += ["paid", "cancelled", "refund"]
+        elif self.fate == "late":
+            found += ["cancelled_unpaid", "paid", "cancelled", "refund"]
         else:
             found += ["cancelled"]
         if self.twice and self.fate != "unpaid":
@@ -346,7 +354,8 @@ def build(run: Run) -> None:
             "placed": order.placed(),
             "paid": order.paid(),
             "completed": order.completed(),
-            "cancelled": order.cancelled(paid=plan.fate == "refunded"),
+            "cancelled": order.cancelled(paid=plan.refunded),
+            "cancelled_unpaid": order.cancelled(paid=False),
             "refund": order.refunded(),
             "paid_again": order.paid(reference=second),
             "refund_again": order.refunded(reference=second),
@@ -490,16 +499,14 @@ async def check_books(run: Run) -> None:
 
     # Customers: owed every cancelled paid order and every second payment; all paid back.
     for c, customer in enumerate(run.customers):
-        owed = sum(
-            o.price * (o.fate == "refunded") + o.price * o.twice for o in paid if o.customer == c
-        )
+        owed = sum(o.price * o.refunded + o.price * o.twice for o in paid if o.customer == c)
         assert await run.totals(AccountKind.refund_payable, customer) == (0, owed, owed)
 
     # The platform's commission, and the money at Paystack.
     platform = sum(commission(o.price, bps) for o in completed)
     assert await run.sums(AccountKind.commission) == (-platform, 0)
     payments_in = sum(o.price * (1 + o.twice) for o in paid)
-    refunds_out = sum(o.price * ((o.fate == "refunded") + o.twice) for o in paid)
+    refunds_out = sum(o.price * (o.refunded + o.twice) for o in paid)
     assert await run.sums(AccountKind.clearing) == (
         payments_in - refunds_out - withdrawn(succeeded),
         -withdrawn(pending),
@@ -522,8 +529,8 @@ async def check_books(run: Run) -> None:
         "payment_captured": len(paid),
         "duplicate_payment": twice,
         "order_released": len(completed),
-        "order_refunded": sum(o.fate == "refunded" for o in plans),
-        "refund_paid": sum(o.fate == "refunded" for o in plans) + twice,
+        "order_refunded": sum(o.refunded for o in plans),
+        "refund_paid": sum(o.refunded for o in plans) + twice,
         "withdrawal_reserved": len(run.reserved),
         "withdrawal_posted": len(succeeded),
         "withdrawal_voided": len(run.voided),
