@@ -9,8 +9,9 @@ paid, started, delivered, sent back for a revision, delivered again, completed a
 the provider's wallet shows the price less the commission, the commission is booked, the
 provider withdraws it all, the payout succeeds and the wallet is empty; the ledger's invariants
 hold. Then what goes wrong: a declined payment (the order expires; or a new checkout pays), a
-paid order cancelled, a payment arriving after the cancellation, a payout that fails, a webhook
-and an event delivered twice, workers killed with SIGKILL mid-flow.
+paid order cancelled (by the customer, the provider, an admin), a payment arriving after the
+cancellation, a payout that fails, a payout account removed, a webhook and an event delivered
+twice, workers killed with SIGKILL mid-flow; and `make demo`'s script.
 
 The processes run once for the module, with short timings (SETTINGS). Asynchronous effects are
 awaited by polling with a deadline; nothing sleeps a fixed time.
@@ -659,3 +660,65 @@ def test_make_demo_tells_the_journey(system: System) -> None:
         "total NGN",
     ):
         assert told in story, f"{told!r} not in:\n{story}"
+
+
+async def test_cancellations_by_the_provider_and_by_an_admin_are_refunded(
+    api: httpx.AsyncClient, system: System, admin: User, shop: Shop
+) -> None:
+    """The provider cancels a paid order; an admin cancels one already delivered."""
+    for who, steps in ((shop.provider, ()), (admin, ("start", "deliver"))):
+        customer = await sign_up(api, "customer")
+        placed, checkout = await paid_order(api, system, shop, customer)
+        for step in steps:
+            body = {"message": "Drafts", "attachment_ids": []} if step == "deliver" else None
+            await act(api, shop.provider, placed["id"], step, body)
+        cancelled = await act(api, who, placed["id"], "cancel", {"reason": "Dispute"})
+        assert (cancelled["status"], cancelled["paid"]) == ("cancelled", True)
+        reference = checkout["reference"]
+
+        async def refunded(reference: str = reference, customer: User = customer) -> bool:
+            answer = ok(await api.get(f"/payments/{reference}", headers=customer.headers))
+            return bool(answer["status"] == "refunded")
+
+        await eventually(refunded, within=WITHIN, what="the refund being processed")
+        await until_wallet(api, customer, refund_payable=0, within=WITHIN)
+        (escrow,) = await accounts(api, admin, kind="escrow", owner_id=placed["id"])
+        assert escrow["balance"] == 0
+    provider = await wallet(api, shop.provider)
+    assert (provider["available"], provider["in_escrow"], provider["lifetime_earned"]) == (0, 0, 0)
+    await ledger_ok(api, admin)
+
+
+async def test_a_removed_payout_account_stops_withdrawals(
+    api: httpx.AsyncClient, system: System, admin: User, shop: Shop
+) -> None:
+    """payments announces the removal; until ledger hears it, a withdrawal is accepted, then
+    fails (no account to pay) and its money comes back; after, ledger refuses it."""
+    customer = await sign_up(api, "customer")
+    placed, _ = await paid_order(api, system, shop, customer)
+    await deliver_and_complete(api, shop, customer, placed["id"])
+    net = placed["price"] - commission(placed["price"])
+    await until_wallet(api, shop.provider, available=net, within=WITHIN)
+    (account,) = ok(await api.get("/payments/payout-accounts", headers=shop.provider.headers))[
+        "items"
+    ]
+    removed = await api.delete(
+        f"/payments/payout-accounts/{account['id']}", headers=shop.provider.headers
+    )
+    assert removed.status_code == 204, removed.text
+
+    body = {"amount": net, "currency": CURRENCY}
+
+    async def refused() -> bool:
+        answer = await api.post("/wallet/withdrawals", json=body, headers=shop.provider.idem())
+        if answer.status_code == 201:  # before ledger heard: payments fails it
+            made = answer.json()
+            await until_withdrawal(api, shop.provider, made["id"], "failed", within=WITHIN)
+            await until_wallet(api, shop.provider, available=net, reserved=0, within=WITHIN)
+            return False
+        assert answer.status_code == 409, answer.text
+        return bool(answer.json()["error"] == "payout_account_required")
+
+    await eventually(refused, within=WITHIN, what="ledger hearing of the removed account")
+    assert (await wallet(api, shop.provider))["available"] == net
+    await ledger_ok(api, admin)
