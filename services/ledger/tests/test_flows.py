@@ -206,3 +206,24 @@ async def test_a_commission_of_the_whole_price(
     assert await books.balance(AccountKind.commission) == 100_000
     assert (await books.wallet())["available"] == 0
     assert (await books.invariants()).ok
+
+
+async def test_a_refund_spends_only_its_own_orders_share(books: Books) -> None:
+    """One customer owes back X's price and Y's. Y was paid twice and cancelled: its two
+    refunds may take Y's share only; the second waits for Y's second payment to be booked
+    rather than spending what X owes — so X's refund is never left waiting."""
+    x, y = books.order(100_000), books.order(100_000)
+    second = "krk-y-second"
+    await books.deliver(
+        x.placed(), x.paid(), x.cancelled(paid=True), y.placed(), y.paid(), y.cancelled(paid=True)
+    )
+    await books.deliver(y.refunded(), y.refunded(reference=second))
+    assert (await books.wallet(books.customer))["refund_payable"] == 100_000  # X's, untouched
+    await books.deliver(x.refunded())
+    assert (await books.wallet(books.customer))["refund_payable"] == 0
+    await books.deliver(y.paid(reference=second))  # the second payment, booked late
+    assert (await books.wallet(books.customer))["refund_payable"] == 0
+    parked = (await books.client.get("/ledger/parked-events", headers=books.admin.headers)).json()
+    assert parked["items"] == []
+    assert await books.balance(AccountKind.clearing) == 0
+    assert (await books.invariants()).ok

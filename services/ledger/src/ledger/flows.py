@@ -29,6 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 from prometheus_client import Counter
+from sqlalchemy import case, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -206,17 +207,49 @@ async def order_refunded(
 async def refund_paid(
     session: AsyncSession, ledger: Ledger, event: RefundSucceeded, event_id: uuid.UUID | None
 ) -> uuid.UUID:
+    key = f"refund_paid:{event.refund_id}"
+    if await session.scalar(select(JournalEntry.id).where(JournalEntry.key == key)) is not None:
+        return event.order_id  # booked already
     journal = ledger.journal
     owed = await journal.account(
         session, AccountKind.refund_payable, event.customer_id, event.currency
     )
     clearing = await journal.account(session, AccountKind.clearing, None, event.currency)
+    # A refund pays out what its own order owes (its paid cancellation, a second payment of it,
+    # less its refunds already paid), never what another order owes the same customer: their
+    # refund payable is one account, and spending another order's share would leave that
+    # order's refund parked with nothing left to wake it. The account's lock serialises the
+    # customer's refunds while the order's share is counted.
+    await _lock_account(session, owed.id)
+    share = await session.scalar(
+        select(
+            func.coalesce(
+                func.sum(
+                    case(
+                        (
+                            col(JournalEntry.kind) == EntryKind.refund_paid,
+                            -col(JournalEntry.amount),
+                        ),
+                        else_=col(JournalEntry.amount),
+                    )
+                ),
+                0,
+            )
+        ).where(
+            JournalEntry.order_id == event.order_id,
+            col(JournalEntry.kind).in_(
+                [EntryKind.order_refunded, EntryKind.duplicate_payment, EntryKind.refund_paid]
+            ),
+        )
+    )
+    if int(share or 0) < event.amount:
+        raise NotYet(event.order_id, "the refund is not owed yet (its cancellation is not booked)")
     await _post_or_wait(
         session,
         ledger,
         event.order_id,
         "the refund is not owed to the customer yet (its cancellation is not booked)",
-        key=f"refund_paid:{event.refund_id}",
+        key=key,
         kind=EntryKind.refund_paid,
         phase=Phase.posted,
         currency=event.currency,
