@@ -7,7 +7,7 @@ import uuid
 from collections import defaultdict
 
 from prometheus_client import Gauge
-from sqlalchemy import case, func
+from sqlalchemy import Subquery, case, func
 from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -230,6 +230,22 @@ async def get_withdrawal(
 # --- admin ----------------------------------------------------------------------------------
 
 
+def posting_totals() -> Subquery:
+    """Per account, its postings' totals as a guarded account keeps them: `pending` (the net of
+    its pending postings), `debits` and `credits` (posted)."""
+    pending, amount = col(Posting.pending), col(Posting.amount)
+    return (
+        select(
+            col(Posting.account_id).label("account_id"),
+            func.sum(case((pending, amount), else_=0)).label("pending"),
+            func.sum(case(((~pending) & (amount > 0), amount), else_=0)).label("debits"),
+            func.sum(case(((~pending) & (amount < 0), -amount), else_=0)).label("credits"),
+        )
+        .group_by(col(Posting.account_id))
+        .subquery()
+    )
+
+
 def account_out(account: Account) -> AccountOut:
     return AccountOut(
         id=account.id or 0,
@@ -264,25 +280,11 @@ async def accounts(
     hot = [a.id for a in page.items if not a.guarded and a.id is not None]
     sums: dict[int, tuple[int, int, int]] = {}
     if hot:
+        totals = posting_totals()
         rows = await session.exec(
-            select(
-                col(Posting.account_id),
-                func.sum(case((col(Posting.pending), col(Posting.amount)), else_=0)),
-                func.sum(
-                    case(
-                        ((~col(Posting.pending)) & (col(Posting.amount) > 0), col(Posting.amount)),
-                        else_=0,
-                    )
-                ),
-                func.sum(
-                    case(
-                        ((~col(Posting.pending)) & (col(Posting.amount) < 0), -col(Posting.amount)),
-                        else_=0,
-                    )
-                ),
+            select(totals.c.account_id, totals.c.pending, totals.c.debits, totals.c.credits).where(
+                totals.c.account_id.in_(hot)
             )
-            .where(col(Posting.account_id).in_(hot))
-            .group_by(col(Posting.account_id))
         )
         sums = {a: (int(p or 0), int(d or 0), int(c or 0)) for a, p, d, c in rows}
     items = []
@@ -388,26 +390,7 @@ async def invariants(session: AsyncSession) -> InvariantsOut:
         )
     )
 
-    sums = (
-        select(
-            col(Posting.account_id).label("account_id"),
-            func.sum(case((col(Posting.pending), col(Posting.amount)), else_=0)).label("pending"),
-            func.sum(
-                case(
-                    ((~col(Posting.pending)) & (col(Posting.amount) > 0), col(Posting.amount)),
-                    else_=0,
-                )
-            ).label("debits"),
-            func.sum(
-                case(
-                    ((~col(Posting.pending)) & (col(Posting.amount) < 0), -col(Posting.amount)),
-                    else_=0,
-                )
-            ).label("credits"),
-        )
-        .group_by(col(Posting.account_id))
-        .subquery()
-    )
+    sums = posting_totals()
     drifted = (
         await session.exec(
             select(col(Account.id))
