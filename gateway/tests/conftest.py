@@ -22,7 +22,7 @@ from krika_common.events import EventBus
 from krika_common.server import free_port
 from krika_common.testing.jwt import TestKeys
 
-from .upstreams import Upstreams, catalog_app, echo_app, identity_app, serve
+from .upstreams import Upstreams, catalog_app, echo_app, identity_app, serve, socketio_app
 
 
 class GatewayClient(httpx.AsyncClient):
@@ -41,6 +41,7 @@ async def upstream_servers(test_keys: TestKeys) -> AsyncIterator[tuple[Upstreams
         serve(identity_app(state)) as identity,
         serve(catalog_app(state)) as catalog,
         serve(echo_app(state)) as echo,
+        serve(socketio_app(state)) as realtime,
     ):
         yield (
             state,
@@ -48,6 +49,7 @@ async def upstream_servers(test_keys: TestKeys) -> AsyncIterator[tuple[Upstreams
                 "identity": identity,
                 "catalog": catalog,
                 "echo": echo,
+                "socketio": realtime,
                 "closed": f"http://127.0.0.1:{free_port()}",
             },
         )

@@ -182,7 +182,7 @@ async def test_an_unknown_kid_does_not_flush_the_verified_tokens(
 
 
 def ws_url(client: httpx.AsyncClient, query: str = "") -> str:
-    return f"ws://{client.base_url.netloc.decode()}/ws{query}"
+    return f"ws://{client.base_url.netloc.decode()}/socket.io/{query}"
 
 
 async def test_a_different_query_token_is_refused_and_never_forwarded(

@@ -1,4 +1,6 @@
-"""/ws is proxied to chat's /ws after the token check."""
+"""The realtime WebSocket: /socket.io/ is proxied to chat's /socket.io/ after the token check;
+HTTP there (Engine.IO polling) and WebSockets anywhere else are refused. (A real Socket.IO
+client through the gateway: test_socketio.py.)"""
 
 from __future__ import annotations
 
@@ -8,16 +10,20 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
+from pydantic import ValidationError
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway.config import RateLimit
+from gateway.config import RateLimit, Settings
 
-from .conftest import StartGateway
+from .conftest import GatewayClient, StartGateway
+
+ENGINE_IO = "EIO=4&transport=websocket"
 
 
-def ws_url(client: httpx.AsyncClient, query: str = "") -> str:
-    return f"ws://{client.base_url.netloc.decode()}/ws{query}"
+def ws_url(client: httpx.AsyncClient, query: str = "", path: str = "/socket.io/") -> str:
+    return f"ws://{client.base_url.netloc.decode()}{path}{query}"
 
 
 async def test_websocket_relays_frames_with_verified_identity(
@@ -103,7 +109,7 @@ async def test_websocket_connections_are_rate_limited(
     start_gateway: StartGateway, mint_token: Callable[..., str]
 ) -> None:
     token = mint_token()
-    limits = {"ws": RateLimit(per_user=1, per_ip=100, window=60)}
+    limits = {"realtime": RateLimit(per_user=1, per_ip=100, window=60)}
     async with start_gateway(rate_limits=limits) as client:
         headers = {"Authorization": f"Bearer {token}"}
         async with connect(ws_url(client), additional_headers=headers, proxy=None) as ws:
@@ -113,3 +119,87 @@ async def test_websocket_connections_are_rate_limited(
                 await ws.recv()
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1013, "rate_limited")
+
+
+def test_the_old_ws_rate_limit_group_is_refused_not_ignored(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """The group was renamed `realtime`: a stale "ws" setting fails at startup instead of
+    quietly leaving the connection on the default limits."""
+    with pytest.raises(ValidationError, match=r"unknown rate-limit groups \['ws'\]"):
+        settings_factory(rate_limits={"ws": RateLimit(per_user=1)})
+    settings = settings_factory(rate_limits={"realtime": RateLimit(per_user=1)})
+    assert settings.rate_limit_for("realtime").per_user == 1
+
+
+async def test_the_query_reaches_chat_as_sent_without_the_token(
+    client: httpx.AsyncClient, mint_token: Callable[..., str]
+) -> None:
+    user = uuid.uuid4()
+    token = mint_token(sub=user)
+    for path in ("/socket.io/", "/socket.io"):
+        query = f"?{ENGINE_IO}&access_token={token}&name=a%20b+c&empty=&flag&t=Pq2~x"
+        async with connect(ws_url(client, query, path), proxy=None) as ws:
+            hello = json.loads(await ws.recv())
+        assert hello["x-user-id"] == [str(user)], path
+        assert hello["authorizations"] == [f"Bearer {token}"], path
+        assert hello["query"] == f"{ENGINE_IO}&name=a%20b+c&empty=&flag&t=Pq2~x", path
+
+
+async def test_a_query_token_that_is_not_ascii_is_an_invalid_token(
+    client: httpx.AsyncClient,
+) -> None:
+    """It used to raise UnicodeEncodeError (the handshake failed with a 500)."""
+    async with connect(ws_url(client, "?access_token=%E2%82%AC"), proxy=None) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "invalid_token")
+
+
+async def test_websockets_elsewhere_get_404_not_a_handshake(
+    client: GatewayClient, mint_token: Callable[..., str]
+) -> None:
+    """/ws is gone; an ops-only path on the public port, or anything on the ops port, used to
+    fail the handshake with a 500 (the middleware returned without answering)."""
+    headers = {"Authorization": f"Bearer {mint_token()}"}
+    ops = client.ops_url.replace("http://", "ws://")
+    urls = [
+        ws_url(client, path="/ws"),
+        ws_url(client, f"?{ENGINE_IO}", path="/socket.io/x"),
+        ws_url(client, path="/api/v1/chat/conversations"),
+        ws_url(client, path="/metrics"),
+        f"{ops}/socket.io/?{ENGINE_IO}",
+        f"{ops}/healthz",
+    ]
+    for url in urls:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, additional_headers=headers, proxy=None):
+                pass
+        response = refused.value.response
+        assert response.status_code == 404, url
+        assert json.loads(response.body or b"") == {"error": "not_found", "detail": "Not found"}
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "OPTIONS", "PUT", "DELETE"])
+async def test_http_at_the_realtime_path_is_refused_as_polling(
+    client: httpx.AsyncClient, mint_token: Callable[..., str], method: str
+) -> None:
+    headers = {"Authorization": f"Bearer {mint_token()}"}
+    for path in ("/socket.io/?EIO=4&transport=polling", "/socket.io", "/socket.io/"):
+        response = await client.request(method, path, headers=headers, content=b"40")
+        assert response.status_code == 400, (method, path)
+        body = response.json()
+        assert body["error"] == "websocket_transport_only"
+        assert "WebSocket transport" in body["detail"]
+    head = await client.head("/socket.io/?EIO=4&transport=polling")
+    assert head.status_code == 400
+
+
+async def test_polling_refusals_are_counted_under_the_realtime_route(
+    client: httpx.AsyncClient,
+) -> None:
+    labels = {"service": "gateway", "method": "GET", "route": "/socket.io/", "status": "400"}
+    before = REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
+    assert (await client.get("/socket.io/?EIO=4&transport=polling")).status_code == 400
+    assert REGISTRY.get_sample_value("http_requests_total", labels) == before + 1

@@ -5,7 +5,10 @@
 - a fake catalog: /catalog/services/{service_id} and reads;
 - an echo service standing in for orders, payments, ledger and chat: answers every request
   with what it received (method, path, headers, body size and hash), plus a slow route, a
-  gated upload and download for the streaming tests, and chat's /ws.
+  gated upload and download for the streaming tests, and a plain WebSocket at chat's
+  /socket.io/ that reports its handshake and echoes frames;
+- a real Socket.IO server (python-socketio, WebSocket transport only, as chat serves it) for
+  the tests that connect a real Socket.IO client through the gateway.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import socketio
 import uvicorn
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -211,8 +215,8 @@ def echo_app(state: Upstreams) -> FastAPI:
         response.set_cookie("session", "secret-of-user-a")
         return response
 
-    @app.websocket("/ws")
-    async def ws(websocket: WebSocket) -> None:
+    @app.websocket("/socket.io/")
+    async def realtime(websocket: WebSocket) -> None:
         await websocket.accept()
         headers = websocket.headers
         await websocket.send_json(
@@ -239,4 +243,42 @@ def echo_app(state: Upstreams) -> FastAPI:
                 await websocket.send_bytes(message.get("bytes") or b"")
 
     _add_echo(app, "echo", state)
+    return app
+
+
+def socketio_app(state: Upstreams) -> ASGIApp:
+    """chat's realtime hub in miniature: Socket.IO at /socket.io/, WebSocket transport only.
+
+    Every connection is recorded in `state.hits`; one without the gateway's identity headers
+    is refused. `whoami` is acknowledged with what the handshake carried; `echo` is
+    acknowledged with its data and also answered with a server-emitted `message` event.
+    """
+    sio = socketio.AsyncServer(async_mode="asgi", transports=["websocket"])
+
+    async def connect(sid: str, environ: dict[str, Any], auth: Any) -> bool:
+        handshake = {
+            "service": "socketio",
+            "user_id": environ.get("HTTP_X_USER_ID"),
+            "roles": environ.get("HTTP_X_USER_ROLES"),
+            "authorization": environ.get("HTTP_AUTHORIZATION"),
+            "edge": environ.get("HTTP_X_KRIKA_EDGE"),
+            "query": environ.get("QUERY_STRING"),
+        }
+        state.hits.append(handshake)
+        if handshake["user_id"] is None:
+            return False
+        await sio.save_session(sid, handshake)
+        return True
+
+    async def whoami(sid: str, data: Any) -> dict[str, Any]:
+        session: dict[str, Any] = await sio.get_session(sid)
+        return session
+
+    async def echo(sid: str, data: Any) -> Any:
+        await sio.emit("message", {"echo": data}, to=sid)
+        return data
+
+    for handler in (connect, whoami, echo):
+        sio.on(handler.__name__, handler)
+    app: ASGIApp = socketio.ASGIApp(sio, socketio_path="socket.io")
     return app

@@ -1,1 +1,1 @@
-"""Krika API gateway: JWT check, routing, rate limits, WebSocket proxy, merged API docs."""
+"""Krika API gateway: JWT check, routing, rate limits, Socket.IO proxy, merged API docs."""

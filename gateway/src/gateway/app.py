@@ -1,9 +1,10 @@
-"""gateway: the one entry point of the Krika API (`/api/v1/*` and `/ws`).
+"""gateway: the one entry point of the Krika API (`/api/v1/*` and `/socket.io/`).
 
 Owns: routing to the services (ARCHITECTURE §3), the JWT check before forwarding (public
 routes are an exact list), the identity headers the services receive (`X-User-Id`,
-`X-User-Roles`), per-user and per-IP rate limits in Redis, the WebSocket proxy to chat and
-the merged API docs at `/api/docs` (Swagger UI served from the gateway itself). No database.
+`X-User-Roles`), per-user and per-IP rate limits in Redis, the realtime (Socket.IO over
+WebSocket) proxy to chat and the merged API docs at `/api/docs` (Swagger UI served from the
+gateway itself). No database.
 Events in: identity.user_suspended, identity.user_reinstated, identity.user_roles_changed
 (access marks: refuse the tokens they outdate, close live sockets; gateway.events).
 Events out: none.
@@ -36,7 +37,14 @@ from gateway.core import Gateway
 from gateway.docs import ApiDocs, swagger_assets
 from gateway.events import run_bus
 from gateway.proxy import handle_http
-from gateway.websocket import LiveSockets, handle_websocket, watch_access_marks
+from gateway.routes import REALTIME_PATHS
+from gateway.websocket import (
+    LiveSockets,
+    handle_websocket,
+    refuse_handshake,
+    refuse_polling,
+    watch_access_marks,
+)
 from krika_common.access import AccessMarks
 from krika_common.events import EventBus
 from krika_common.server import send_error
@@ -73,10 +81,12 @@ _OPS_ONLY = frozenset(OPERATIONS_ROUTES) - {"/healthz"}
 
 
 class GatewayMiddleware:
-    """`/api/v1/*` (HTTP) and `/ws` (WebSocket) are proxied; everything else is FastAPI's.
+    """`/api/v1/*` (HTTP) and `/socket.io/` (WebSocket) are proxied; other HTTP is FastAPI's.
 
     The operations listener (`ops_port`) serves /healthz, /readyz and /metrics only, and the
-    public one everything but /readyz and /metrics.
+    public one everything but /readyz and /metrics. The one WebSocket is the realtime path on
+    the public listener; a WebSocket anywhere else, and HTTP at the realtime path (Engine.IO
+    polling), are refused here (gateway.websocket).
     """
 
     def __init__(self, app: ASGIApp, gateway: Gateway, sockets: LiveSockets) -> None:
@@ -96,14 +106,17 @@ class GatewayMiddleware:
             allowed = path in OPERATIONS_ROUTES
         else:
             allowed = path not in _OPS_ONLY
-        if not allowed:
-            if kind == "http":
-                await send_error(send, 404, "not_found", "Not found")
-            return
-        if kind == "http" and path.startswith("/api/v1/"):
+        if kind == "websocket":
+            if allowed and path in REALTIME_PATHS:
+                await handle_websocket(self.gateway, self.sockets, scope, receive, send)
+            else:
+                await refuse_handshake(receive, send)
+        elif not allowed:
+            await send_error(send, 404, "not_found", "Not found")
+        elif path.startswith("/api/v1/"):
             await handle_http(self.gateway, scope, receive, send)
-        elif kind == "websocket" and path == "/ws":
-            await handle_websocket(self.gateway, self.sockets, scope, receive, send)
+        elif path in REALTIME_PATHS:
+            await refuse_polling(scope, send)
         else:
             await self.app(scope, receive, send)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.types import Scope
 
+from gateway.routes import REALTIME_GROUP, SERVICE_OF_GROUP
 from krika_common.config import MIB, HttpLimits, KrikaSettings, service_config
 
 
@@ -70,8 +71,8 @@ class Settings(KrikaSettings):
     # Verified tokens remembered until their `exp` (dropped on every JWKS fetch); 0 = off.
     verified_token_cache_size: int = 10_000
 
-    # Rate limits per route group (the first path segment after /api/v1, or "ws");
-    # groups not listed use `rate_limit_default`.
+    # Rate limits per route group (the first path segment after /api/v1, or "realtime" for
+    # the Socket.IO connection); groups not listed use `rate_limit_default`.
     rate_limit_default: RateLimit = RateLimit()
     rate_limits: dict[str, RateLimit] = Field(default_factory=_default_rate_limits)
     # Redis is skipped for this long after it failed (requests fail open meanwhile).
@@ -95,6 +96,16 @@ class Settings(KrikaSettings):
     # Merged API docs.
     docs_fetch_timeout: float = 2.0
     docs_cache_ttl: float = 30.0
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_groups(cls, limits: dict[str, RateLimit]) -> dict[str, RateLimit]:
+        # A misspelt (or renamed: "ws" became "realtime") group would silently get the default.
+        unknown = sorted(set(limits) - {*SERVICE_OF_GROUP, REALTIME_GROUP})
+        if unknown:
+            known = ", ".join([*SERVICE_OF_GROUP, REALTIME_GROUP])
+            raise ValueError(f"unknown rate-limit groups {unknown}; the groups are: {known}")
+        return limits
 
     def service_urls(self) -> dict[str, str]:
         return {

@@ -22,7 +22,7 @@ from starlette.types import Scope
 
 from gateway.config import RateLimit, Settings
 from gateway.ratelimit import RateLimiter, connect_redis
-from gateway.routes import ROUTE_GROUPS, PublicRoutes
+from gateway.routes import REALTIME_GROUP, ROUTE_GROUPS, PublicRoutes
 from gateway.upstream import Upstream, httpx_client
 from krika_common.access import AccountSuspended, TokenRevoked, refusal
 from krika_common.auth import (
@@ -213,7 +213,7 @@ class Gateway:
         self._limits: dict[str, RateLimit] = {
             group.name: settings.rate_limit_for(group.name) for group in ROUTE_GROUPS.values()
         }
-        self._limits["ws"] = settings.rate_limit_for("ws")
+        self._limits[REALTIME_GROUP] = settings.rate_limit_for(REALTIME_GROUP)
 
     async def open(self) -> None:
         s = self.settings

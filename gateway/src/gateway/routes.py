@@ -1,5 +1,6 @@
-"""What goes where: the route groups of ARCHITECTURE §3, the exact list of public routes, and
-the path checks that keep a public-looking path from reaching a private route.
+"""What goes where: the route groups of ARCHITECTURE §3, the realtime endpoint, the exact list
+of public routes, and the path checks that keep a public-looking path from reaching a private
+route.
 
 Paths are judged on the raw (still percent-encoded) bytes: anything that could be read as a
 different path by an upstream - dot segments, empty segments, encoded slashes, backslashes or
@@ -27,6 +28,12 @@ SERVICE_OF_GROUP: dict[str, str] = {
     "chat": "chat",
     "notifications": "notify",
 }
+
+# The realtime connection (Socket.IO over WebSocket, served by chat): the paths a client may
+# use, chat's path, and the rate-limit group it is counted in.
+REALTIME_PATHS = frozenset({"/socket.io/", "/socket.io"})
+REALTIME_UPSTREAM_PATH = b"/socket.io/"
+REALTIME_GROUP = "realtime"
 
 # Reachable without a token. Exact method and path; `{id}` is exactly one path segment.
 PUBLIC_ROUTES: tuple[tuple[str, str], ...] = (

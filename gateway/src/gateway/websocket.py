@@ -1,13 +1,23 @@
-"""`/ws`: the one WebSocket, proxied to chat's `/ws` after the same admission as HTTP.
+"""`/socket.io/`: the realtime connection, proxied to chat's `/socket.io/` after the same
+admission as HTTP.
+
+Chat serves Socket.IO (Engine.IO v4) with the WebSocket transport only, so any replica can hold
+a connection and none needs sticky sessions: a WebSocket at `/socket.io/` (or `/socket.io`) is
+relayed frame by frame, and an HTTP request there - Engine.IO's long-polling transport - is
+answered 400 `websocket_transport_only` (`refuse_polling`). A WebSocket at any other path gets
+404 `not_found` instead of a handshake (`refuse_handshake`).
 
 The access token comes in the `Authorization` header or, for browsers (which cannot set
 headers on a WebSocket), the `access_token` query parameter. Two Authorization headers, two
 `access_token` parameters, or a header and a different query token are refused: chat receives
-the verified token only, in `Authorization` (the query parameter is stripped).
+the verified token only, in `Authorization`. The rest of the query (Engine.IO's
+`EIO=4&transport=websocket`, anything the client adds) reaches chat as sent; only
+`access_token` is taken out.
 
 The connection is accepted and then closed with 1008 (policy violation) and the error code as
-the reason when admission refuses it, and with 1013 (try again later) when rate limited or when
-chat does not answer; otherwise frames are relayed both ways until either side closes.
+the reason when admission refuses it, and with 1013 (try again later) when rate limited (group
+`realtime`) or when chat does not answer; otherwise frames are relayed both ways until either
+side closes.
 
 A socket does not outlive its token: every live socket is registered (`LiveSockets`) and closed
 with 1008 `token_expired` when the token's `exp` passes, and with 1008 `account_suspended` or
@@ -23,7 +33,7 @@ import logging
 import os
 import time
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
@@ -32,9 +42,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
 from gateway.core import Gateway, RateLimited, outgoing_traceparent
+from gateway.routes import REALTIME_GROUP, REALTIME_UPSTREAM_PATH
 from krika_common.access import CHANNEL, mark_key, parse_mark, refusal
 from krika_common.auth import AmbiguousCredentials, Principal
 from krika_common.errors import ServiceError
+from krika_common.server import error_bytes, send_error
 
 log = logging.getLogger("gateway.websocket")
 
@@ -43,6 +55,13 @@ TRY_AGAIN_LATER = 1013
 # Close codes a peer may not send on the wire (RFC 6455 §7.4.1).
 _RESERVED_CODES = {1005, 1006, 1015}
 _MAX_FRAME = 1024 * 1024
+# The query goes on as the client sent it: only bytes a URL may not carry raw (non-ASCII,
+# controls, space and " # < > \ ^ ` { | }) are percent-encoded; `%` is kept, so escapes stay.
+_QUERY_SAFE = "!$%&'()*+,-./:;=?@_~[]"
+POLLING_REFUSED = (
+    "Engine.IO long-polling is not served: connect with the WebSocket transport only "
+    '(Socket.IO clients: transports=["websocket"])'
+)
 
 
 class LiveSocket:
@@ -128,22 +147,57 @@ async def _check_user(redis: Redis, sockets: LiveSockets, user_id: str) -> None:
         log.info("closed the live sockets of user %s: access changed", user_id)
 
 
+async def refuse_polling(scope: Scope, send: Send) -> None:
+    """An HTTP request at the realtime path: Engine.IO polling, which we do not serve."""
+    scope["krika.route"] = REALTIME_UPSTREAM_PATH.decode()
+    await send_error(send, 400, "websocket_transport_only", POLLING_REFUSED)
+
+
+async def refuse_handshake(receive: Receive, send: Send) -> None:
+    """A WebSocket anywhere but the realtime path: the handshake is answered with the 404
+    `not_found` an HTTP request there would get (not accepted)."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    body = error_bytes("not_found", "Not found")
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": 404,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
 async def _refuse(send: Send, code: int, reason: str) -> None:
     await send({"type": "websocket.accept"})
     await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 def _credentials(scope: Scope) -> tuple[list[bytes], str]:
-    """The Authorization values to check and the query to forward (without `access_token`)."""
+    """The Authorization values to check and the query to forward: the client's as sent,
+    without its `access_token` parameters."""
     headers = [v for n, v in scope["headers"] if n == b"authorization"]
     query: bytes = scope.get("query_string", b"")
-    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-    tokens = [value for name, value in pairs if name == "access_token"]
-    rest = urlencode([(name, value) for name, value in pairs if name != "access_token"])
+    tokens: list[bytes] = []
+    kept: list[bytes] = []
+    for part in query.split(b"&"):
+        if not part:
+            continue
+        name, _, value = part.partition(b"=")
+        if unquote_to_bytes(name.replace(b"+", b" ")) == b"access_token":
+            tokens.append(unquote_to_bytes(value.replace(b"+", b" ")))
+        else:
+            kept.append(part)
+    rest = quote_from_bytes(b"&".join(kept), safe=_QUERY_SAFE)
     if len(tokens) > 1:
         raise AmbiguousCredentials()
     if tokens:
-        from_query = f"Bearer {tokens[0]}".encode("latin-1")
+        from_query = b"Bearer " + tokens[0]
         if headers and headers != [from_query]:
             raise AmbiguousCredentials()
         headers = headers or [from_query]
@@ -161,7 +215,7 @@ async def handle_websocket(
         authorizations, query = _credentials(scope)
         admission = await gw.admit(
             scope,
-            "ws",
+            REALTIME_GROUP,
             authorizations,
             public=False,
             xff=headers.get(b"x-forwarded-for"),
@@ -190,7 +244,11 @@ async def handle_websocket(
     ]
     protocols = [p.strip() for p in headers.get(b"sec-websocket-protocol", b"").decode().split(",")]
     base = gw.base_url("chat")
-    url = str(base.copy_with(scheme="wss" if base.scheme == "https" else "ws", raw_path=b"/ws"))
+    url = str(
+        base.copy_with(
+            scheme="wss" if base.scheme == "https" else "ws", raw_path=REALTIME_UPSTREAM_PATH
+        )
+    )
     if query:
         url += "?" + query
     try:
