@@ -32,10 +32,10 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import KeysView
 from typing import Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
-from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -43,7 +43,7 @@ from websockets.typing import Subprotocol
 
 from gateway.core import Gateway, RateLimited, outgoing_traceparent
 from gateway.routes import REALTIME_GROUP, REALTIME_UPSTREAM_PATH
-from krika_common.access import CHANNEL, mark_key, parse_mark, refusal
+from krika_common.access import follow_marks, refusal
 from krika_common.auth import AmbiguousCredentials, Principal
 from krika_common.errors import ServiceError
 from krika_common.server import error_bytes, send_error
@@ -95,8 +95,8 @@ class LiveSockets:
             if not sockets:
                 del self._by_user[user]
 
-    def users(self) -> list[str]:
-        return list(self._by_user)
+    def users(self) -> KeysView[str]:
+        return self._by_user.keys()
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_user.values())
@@ -113,38 +113,15 @@ class LiveSockets:
 
 
 async def watch_access_marks(redis_url: str, sockets: LiveSockets, retry: float = 1.0) -> None:
-    """Close sockets as access marks change, until cancelled.
+    """Close sockets as access marks change, until cancelled (krika_common.access.follow_marks:
+    a pub/sub connection of its own, and every live user's mark read again after each
+    (re)subscription)."""
 
-    A pub/sub connection of its own (the gateway's main Redis client has short timeouts). After
-    every (re)subscription the marks of every user with a live socket are read once, so a
-    change announced while this replica was not listening still closes its sockets.
-    """
-    redis = Redis.from_url(redis_url, health_check_interval=30)
-    try:
-        while True:
-            try:
-                async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(CHANNEL)
-                    for user in sockets.users():
-                        await _check_user(redis, sockets, user)
-                    async for message in pubsub.listen():
-                        data = message.get("data")
-                        if isinstance(data, bytes):
-                            await _check_user(redis, sockets, data.decode())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("access-mark channel lost (%s); resubscribing", type(exc).__name__)
-                await asyncio.sleep(retry)
-    finally:
-        await redis.aclose()
+    async def changed(user_id: str, version: int | None, suspended: bool) -> None:
+        if sockets.apply_mark(user_id, version, suspended):
+            log.info("closed the live sockets of user %s: access changed", user_id)
 
-
-async def _check_user(redis: Redis, sockets: LiveSockets, user_id: str) -> None:
-    raw = await redis.hmget(mark_key(user_id), ["v", "s"])
-    version, suspended = parse_mark(raw[0], raw[1])
-    if sockets.apply_mark(user_id, version, suspended):
-        log.info("closed the live sockets of user %s: access changed", user_id)
+    await follow_marks(redis_url, sockets.users, changed, retry=retry)
 
 
 async def refuse_polling(scope: Scope, send: Send) -> None:

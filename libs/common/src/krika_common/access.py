@@ -20,8 +20,10 @@ Checking a principal against its mark is one HMGET. `CurrentUser` checks it when
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -163,3 +165,44 @@ class AccessMarks:
         bus.subscribe(UserSuspended.event_type, suspended)
         bus.subscribe(UserReinstated.event_type, reinstated)
         bus.subscribe(UserRolesChanged.event_type, roles_changed)
+
+
+async def follow_marks(
+    redis_url: str,
+    users: Callable[[], Collection[str]],
+    changed: Callable[[str, int | None, bool], Awaitable[None]],
+    *,
+    retry: float = 1.0,
+) -> None:
+    """Call `changed(user_id, version, suspended)` as the marks of the users that `users()`
+    names change, until cancelled - for a process holding live connections (the gateway's
+    WebSockets, chat's Socket.IO), which closes those the mark no longer honours (`refusal`).
+
+    A pub/sub connection of its own. After every (re)subscription the marks of every user in
+    `users()` are read once, so a change announced while the process was not listening still
+    reaches it; a user who is not in `users()` is ignored.
+    """
+    redis = Redis.from_url(redis_url, health_check_interval=30)
+
+    async def check(user_id: str) -> None:
+        raw = await redis.hmget(mark_key(user_id), ["v", "s"])
+        await changed(user_id, *parse_mark(raw[0], raw[1]))
+
+    try:
+        while True:
+            try:
+                async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    for user_id in list(users()):
+                        await check(user_id)
+                    async for message in pubsub.listen():
+                        data = message.get("data")
+                        if isinstance(data, bytes) and (user := data.decode()) in users():
+                            await check(user)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("access-mark channel lost (%s); resubscribing", type(exc).__name__)
+                await asyncio.sleep(retry)
+    finally:
+        await redis.aclose()

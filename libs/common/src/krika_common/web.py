@@ -160,27 +160,18 @@ class Resources:
 
 
 @asynccontextmanager
-async def service_resources(
+async def caller_resources(
     app: FastAPI,
     settings: KrikaSettings,
     *,
     keys: KeySource | None = None,
     redis_socket_timeout: float | None = None,
-) -> AsyncIterator[Resources]:
-    """What the lifespan of every API service but identity opens, and closes after it:
-    the database engine (`state.sessionmaker`, traced), Redis (`connect_redis`), the token
-    verifier on identity's JWKS (`keys` instead in tests), the access marks, and the readiness
-    checks of both. The service adds its own state inside:
-
-        async with service_resources(app, settings, keys=keys):
-            app.state.orders = Orders(...)
-            yield
-    """
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+) -> AsyncIterator[Redis]:
+    """Who the caller is: Redis (`connect_redis`), the token verifier on identity's JWKS
+    (`keys` instead in tests), the access marks and Redis' readiness check; closed after.
+    For a service without PostgreSQL (chat); the others use `service_resources`."""
     redis = connect_redis(settings, socket_timeout=redis_socket_timeout)
     http = httpx.AsyncClient(timeout=5.0)
-    setup_tracing(settings.service_name, app, engine)
-    app.state.sessionmaker = make_sessionmaker(engine)
     app.state.token_verifier = TokenVerifier(
         keys or JWKSClient(settings.jwks_url, http),
         issuer=settings.jwt_issuer,
@@ -191,10 +182,38 @@ async def service_resources(
     async def ping() -> None:
         await redis.ping()
 
-    app.state.readiness.update(database=database_check(engine), redis=ping)
+    app.state.readiness["redis"] = ping
     try:
-        yield Resources(engine, redis)
+        yield redis
     finally:
         await http.aclose()
         await redis.aclose()
+
+
+@asynccontextmanager
+async def service_resources(
+    app: FastAPI,
+    settings: KrikaSettings,
+    *,
+    keys: KeySource | None = None,
+    redis_socket_timeout: float | None = None,
+) -> AsyncIterator[Resources]:
+    """What the lifespan of every API service but identity and chat opens, and closes after
+    it: the database engine (`state.sessionmaker`, traced) and its readiness check, then
+    `caller_resources`. The service adds its own state inside:
+
+        async with service_resources(app, settings, keys=keys):
+            app.state.orders = Orders(...)
+            yield
+    """
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    setup_tracing(settings.service_name, app, engine)
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.readiness["database"] = database_check(engine)
+    try:
+        async with caller_resources(
+            app, settings, keys=keys, redis_socket_timeout=redis_socket_timeout
+        ) as redis:
+            yield Resources(engine, redis)
+    finally:
         await engine.dispose()

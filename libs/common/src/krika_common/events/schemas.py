@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from krika_common.events.envelope import EventData
 
@@ -380,3 +381,42 @@ class WithdrawalRequested(EventData):
     amount: int
     currency: str
     requested_at: datetime
+
+
+# --- chat -----------------------------------------------------------------------------------
+
+
+class MessageSent(EventData):
+    """A message was stored; notify reaches `offline_recipient_ids` (no open connection when it
+    was sent) by e-mail, batched per conversation. `preview` is the body's start."""
+
+    event_type = "chat.message_sent"
+    event_version = 1
+
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    order_id: uuid.UUID | None
+    sender_id: uuid.UUID
+    recipient_ids: list[uuid.UUID]
+    offline_recipient_ids: list[uuid.UUID]
+    preview: str
+    attachment_count: int
+    sent_at: datetime
+
+
+# --- notify ---------------------------------------------------------------------------------
+
+
+class NotificationCreated(EventData):
+    """An in-app notification was stored for `user_id`; chat pushes it to their open sockets."""
+
+    event_type = "notify.notification_created"
+    event_version = 1
+
+    notification_id: uuid.UUID
+    user_id: uuid.UUID
+    kind: str
+    title: str
+    body: str
+    created_at: datetime
+    data: dict[str, Any] = Field(default_factory=dict)

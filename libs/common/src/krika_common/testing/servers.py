@@ -105,8 +105,12 @@ def mongodb_url() -> Iterator[str]:
     exe = Path(sys.executable).with_name("nx-27017")
     port = free_port()
     with tempfile.TemporaryDirectory() as data:
+        # Its own pid and log files: by default every instance shares /tmp's, and a second
+        # one (another test run, `make up`) refuses to start.
+        argv = [str(exe), "--host", "127.0.0.1", "--port", str(port), "--data-dir", data]
+        argv += ["--pid-file", f"{data}/nx.pid", "--log-file", f"{data}/nx.log"]
         proc = subprocess.Popen(  # noqa: S603 - our own venv's console script
-            [str(exe), "--host", "127.0.0.1", "--port", str(port), "--data-dir", data],
+            argv,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
