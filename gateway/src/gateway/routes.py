@@ -54,6 +54,7 @@ PUBLIC_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/api/v1/catalog/search"),
     ("GET", "/api/v1/catalog/files/{folder}/{name}"),
     ("GET", "/api/v1/orders/files/{folder}/{name}"),
+    ("GET", "/api/v1/chat/files/{folder}/{name}"),
     ("POST", "/api/v1/payments/webhooks/paystack"),
 )
 

@@ -18,6 +18,7 @@ from chat.errors import (
     EmptyMessage,
     InvalidAttachment,
     InvalidParticipants,
+    InvalidUserIds,
     MessageNotFound,
     MessageTooLong,
     OrderConversationNotReady,
@@ -196,15 +197,23 @@ async def upload_attachment(
     return await service.add_attachment(deps, str(user.id), conversation_id, await file.read())
 
 
-@chat.get("/presence", response_model=Page[PresenceOut])
+@chat.get("/presence", response_model=Page[PresenceOut], responses=responses(InvalidUserIds))
 async def presence(
     user: CurrentUser,
     deps: ChatDep,
-    user_ids: Annotated[list[uuid.UUID], Query(max_length=100)],
+    user_ids: Annotated[
+        str, Query(min_length=1, max_length=3800, description="Comma-separated, at most 100")
+    ],
 ) -> Page[PresenceOut]:
     """Who is online among `user_ids` (only users who share a conversation with the caller
     are shown as they are; anyone else shows offline)."""
-    return Page(items=await service.presence_of(deps, str(user.id), user_ids))
+    try:
+        wanted = [uuid.UUID(part.strip()) for part in user_ids.split(",")]
+    except ValueError:
+        raise InvalidUserIds() from None
+    if len(wanted) > 100:
+        raise InvalidUserIds("At most 100 user ids")
+    return Page(items=await service.presence_of(deps, str(user.id), wanted))
 
 
 @chat.get(

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from krika_common.errors import Conflict, NotFound, ServiceError, ValidationFailed
+from krika_common.errors import Conflict, NotFound, ServiceError
+
+
+class Unprocessable(ServiceError):
+    """Well-formed, but against a rule (422, with a text detail)."""
+
+    status = 422
 
 
 class ConversationNotFound(NotFound):
@@ -26,37 +32,37 @@ class OrderConversationNotReady(Conflict):
         super().__init__(detail, headers={"Retry-After": "2"})
 
 
-class UnknownParticipant(ValidationFailed):
+class UnknownParticipant(Unprocessable):
     code = "unknown_participant"
     message = "A participant is not a known user"
 
 
-class InvalidParticipants(ValidationFailed):
+class InvalidParticipants(Unprocessable):
     code = "invalid_participants"
     message = "The participants are not valid for this conversation"
 
 
-class TooManyParticipants(ValidationFailed):
+class TooManyParticipants(Unprocessable):
     code = "too_many_participants"
     message = "Too many participants"
 
 
-class MessageTooLong(ValidationFailed):
+class MessageTooLong(Unprocessable):
     code = "message_too_long"
     message = "The message body is too long"
 
 
-class EmptyMessage(ValidationFailed):
+class EmptyMessage(Unprocessable):
     code = "empty_message"
     message = "A message needs a body or an attachment"
 
 
-class InvalidAttachment(ValidationFailed):
+class InvalidAttachment(Unprocessable):
     code = "invalid_attachment"
     message = "An attachment is unknown, not from this conversation or already sent"
 
 
-class TooManyAttachments(ValidationFailed):
+class TooManyAttachments(Unprocessable):
     code = "too_many_attachments"
     message = "Too many attachments on one message"
 
@@ -82,3 +88,8 @@ class InvalidPayload(ServiceError):
     status = 400
     code = "invalid_payload"
     message = "The event's payload is not valid"
+
+
+class InvalidUserIds(Unprocessable):
+    code = "invalid_user_ids"
+    message = "user_ids must be comma-separated UUIDs"

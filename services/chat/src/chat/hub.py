@@ -72,11 +72,13 @@ def user_room(user_id: str) -> str:
 
 class OutgoingQueue(asyncio.Queue[Any]):
     """A connection's packets waiting to be written, at most `limit`: a client that does not
-    read is dropped (its queue emptied, then the writer stopped) instead of buffering without
-    bound. `put` never waits, so one slow client cannot hold up a fan-out to the others."""
+    read is dropped - its queue emptied, its writer stopped and the connection closed at once -
+    instead of being buffered for without bound. `put` never waits, so one slow client cannot
+    hold up a fan-out to the others."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, server: EngineServer, limit: int) -> None:
         super().__init__()
+        self.server = server
         self.limit = limit
         self.overflowed = False
 
@@ -93,6 +95,7 @@ class OutgoingQueue(asyncio.Queue[Any]):
                 self.get_nowait()
                 self.task_done()
             self.put_nowait(None)
+            await self.server.drop_socket_of(self)
             return
         self.put_nowait(item)
 
@@ -103,7 +106,26 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         super().__init__(**options)
 
     def create_queue(self, *args: Any, **kwargs: Any) -> OutgoingQueue:
-        return OutgoingQueue(self.max_queued_packets)
+        return OutgoingQueue(self, self.max_queued_packets)
+
+    async def drop_socket_of(self, queue: OutgoingQueue) -> None:
+        """Close the connection whose queue overflowed (its disconnect handlers run now; the
+        transport itself goes when its close frame cannot be written, after a timeout)."""
+        for sid, engine_socket in list(self.sockets.items()):
+            if engine_socket.queue is queue:
+                log.info("dropping connection %s: it does not read what it is sent", sid)
+                task = asyncio.ensure_future(
+                    engine_socket.close(
+                        wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT
+                    )
+                )
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+                return
+
+
+# Strong references to fire-and-forget tasks until they finish.
+_background: set[asyncio.Task[Any]] = set()
 
 
 class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -237,25 +259,17 @@ class Hub:
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         if len(self.connections) >= self.settings.max_connections:
-            raise socketio.exceptions.ConnectionRefusedError(
-                {"error": "server_busy", "detail": "This server is full; retry shortly"}
-            )
+            raise _refused("server_busy", "This server is full; retry shortly")
         try:
             principal = await self._authenticate(environ)
         except ServiceError as exc:
-            raise socketio.exceptions.ConnectionRefusedError(
-                {"error": exc.code, "detail": exc.detail}
-            ) from None
+            raise _refused(exc.code, str(exc.detail)) from None
         user = str(principal.id)
         count = await self.chat.presence.connected(user, sid)
         if count > self.settings.max_connections_per_user:
             await self.chat.presence.disconnected(user, sid)
-            raise socketio.exceptions.ConnectionRefusedError(
-                {
-                    "error": "too_many_connections",
-                    "detail": f"At most {self.settings.max_connections_per_user} connections",
-                }
-            )
+            limit = self.settings.max_connections_per_user
+            raise _refused("too_many_connections", f"At most {limit} connections")
         connection = Connection(sid, principal, tokens=float(self.settings.socket_event_burst))
         delay = max(0.0, principal.expires_at - time.time())
         connection.expiry = asyncio.get_running_loop().call_later(
@@ -436,6 +450,12 @@ class Hub:
         if moved:
             await self.to_users("read", read, conversation.participant_ids, skip_sid=connection.sid)
         return read
+
+
+def _refused(code: str, detail: str) -> socketio.exceptions.ConnectionRefusedError:
+    """A refused connection: Socket.IO's CONNECT_ERROR carries `message` (the code, what a
+    client's `connect_error` handler sees as `err.message`) and `data` {error, detail}."""
+    return socketio.exceptions.ConnectionRefusedError(code, {"error": code, "detail": detail})
 
 
 class _Internal(ServiceError):

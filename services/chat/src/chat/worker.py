@@ -68,8 +68,8 @@ async def relay_once(bus: EventBus, settings: Settings) -> int:
 
 
 async def run_relay(bus: EventBus, settings: Settings) -> None:
-    """Relay until cancelled: right away while there is a backlog, else every relay_interval."""
-    await bus.connect()
+    """Relay until cancelled: right away while there is a backlog, else every relay_interval.
+    `bus` is connected."""
     while True:
         try:
             published = await relay_once(bus, settings)
@@ -114,6 +114,8 @@ def create_worker_app(
             async def consume(one: EventBus) -> None:
                 await one.connect()
                 await one.start()
+                if one is bus:
+                    await run_relay(bus, settings)
 
             async def ping_mongo() -> None:
                 await mongo.admin.command("ping")
@@ -121,7 +123,6 @@ def create_worker_app(
             tasks = [
                 asyncio.create_task(consume(bus)),
                 asyncio.create_task(consume(marks_bus)),
-                asyncio.create_task(run_relay(bus, settings)),
             ]
             app.state.readiness.update(
                 mongodb=ping_mongo, broker=bus.check_ready, access_marks=marks_bus.check_ready
