@@ -1,24 +1,30 @@
 """`make up` end to end: the one developer command brings up a working system and Ctrl-C ends it.
 
-Runs the real `make up` (sync, infra check, secrets, databases, migrations, every process), goes
-through the gateway as a frontend would (register, log in, read /users/me), then interrupts it
-like a developer pressing Ctrl-C and checks that nothing is left listening.
+Runs the real `make up` (sync, infra check, secrets, databases, migrations, nx-27017, every
+process), goes through the gateway as a frontend would (register, log in, read /users/me, the
+banks, the wallet, chat's conversations; a chat message reaching the other user's Socket.IO
+connection), then interrupts it like a developer pressing Ctrl-C and checks that nothing is left
+listening, the Mongo-wire server included.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import pytest
+import socketio
 
 from krika_common.server import port_open
 
@@ -27,27 +33,41 @@ GATEWAY = "http://127.0.0.1:8000"
 PORTS = {
     8000: "gateway",
     8001: "identity",
+    8002: "catalog",
+    8003: "orders",
     8004: "payments",
     8005: "ledger",
+    8006: "chat",
     8010: "paystack-sandbox",
     9000: "gateway (operations)",
     9001: "identity-worker",
+    9002: "catalog-worker",
+    9003: "orders-worker",
     9004: "payments-worker",
     9005: "ledger-worker",
+    9006: "chat-worker",
 }
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
+# chat learns of a new user from identity's event (chat-worker); until then it is unknown there.
+CHAT_LEARNS_USERS_WITHIN = 30.0
+REALTIME_TIMEOUT = 10.0
+# The launcher's line naming the Mongo-wire server it started (27017, or a free port).
+MONGO_STARTED = re.compile(r"MongoDB\s+mongodb://127\.0\.0\.1:(\d+) \(nx-27017")
 
 
 def listening(port: int) -> bool:
     return port_open("127.0.0.1", port, timeout=0.3)
 
 
-def tail(log: IO[bytes], lines: int = 60) -> str:
+def read_log(log: IO[bytes]) -> str:
     log.flush()
     log.seek(0)
-    text = log.read().decode("utf-8", "replace")
-    return "\n".join(text.splitlines()[-lines:])
+    return log.read().decode("utf-8", "replace")
+
+
+def tail(log: IO[bytes], lines: int = 60) -> str:
+    return "\n".join(read_log(log).splitlines()[-lines:])
 
 
 @pytest.fixture
@@ -105,27 +125,95 @@ def wait_for_gateway(proc: subprocess.Popen[bytes], log: IO[bytes]) -> None:
     pytest.fail(f"no answer from {GATEWAY}/healthz within {START_TIMEOUT:.0f}s:\n{tail(log)}")
 
 
+@dataclass(frozen=True)
+class Account:
+    id: str
+    email: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def sign_up(api: httpx.Client, full_name: str) -> Account:
+    """A new customer, registered and logged in through the gateway."""
+    email = f"make-up-{uuid.uuid4().hex[:12]}@example.com"
+    password = f"Make-Up-{uuid.uuid4().hex[:8]}"
+    registered = api.post(
+        "/auth/register",
+        json={"email": email, "password": password, "full_name": full_name, "role": "customer"},
+    )
+    assert registered.status_code == 201, registered.text
+
+    login = api.post("/auth/login", json={"email": email, "password": password})
+    assert login.status_code == 200, login.text
+    token = login.json()["access_token"]
+
+    me = api.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200, me.text
+    assert me.json()["email"] == email
+    return Account(id=str(me.json()["id"]), email=email, token=token)
+
+
+async def message_reaches_socket(reader: Account, writer: Account) -> None:
+    """`reader` connects to Socket.IO through the gateway (WebSocket, token in the query, as a
+    browser does); `writer` opens a conversation with them and sends a message over REST; the
+    message arrives on the reader's connection."""
+    received: asyncio.Queue[Any] = asyncio.Queue()
+    sio = socketio.AsyncClient(reconnection=False)
+
+    async def on_message(data: Any) -> None:
+        await received.put(data)
+
+    sio.on("message", on_message)
+    await sio.connect(
+        f"{GATEWAY}/socket.io/?access_token={reader.token}",
+        transports=["websocket"],
+        socketio_path="socket.io",
+        wait_timeout=REALTIME_TIMEOUT,
+    )
+    try:
+        assert sio.connected
+        async with httpx.AsyncClient(
+            base_url=f"{GATEWAY}/api/v1", headers=writer.auth, timeout=15.0, trust_env=False
+        ) as api:
+            deadline = time.monotonic() + CHAT_LEARNS_USERS_WITHIN
+            while True:
+                opened = await api.post(
+                    "/chat/conversations", json={"participant_ids": [reader.id]}
+                )
+                unknown = opened.status_code == 422 and "unknown_participant" in opened.text
+                if not unknown or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            assert opened.status_code == 201, (
+                f"chat did not learn of {reader.id} from identity within"
+                f" {CHAT_LEARNS_USERS_WITHIN:.0f}s (chat-worker): {opened.text}"
+            )
+            conversation_id = opened.json()["id"]
+            sent = await api.post(
+                f"/chat/conversations/{conversation_id}/messages",
+                json={"body": "Hello from make up", "client_id": uuid.uuid4().hex},
+            )
+            assert sent.status_code == 201, sent.text
+        data = await asyncio.wait_for(received.get(), REALTIME_TIMEOUT)
+        assert data["id"] == sent.json()["id"], data
+        assert data["conversation_id"] == conversation_id, data
+        assert data["sender_id"] == writer.id, data
+        assert data["body"] == "Hello from make up", data
+    finally:
+        await sio.disconnect()
+
+
 def test_make_up_serves_the_account_flow_and_stops_on_ctrl_c(
     make_up: subprocess.Popen[bytes], make_up_log: IO[bytes]
 ) -> None:
     wait_for_gateway(make_up, make_up_log)
 
-    email = f"make-up-{uuid.uuid4().hex[:12]}@example.com"
-    password = f"Make-Up-{uuid.uuid4().hex[:8]}"
     with httpx.Client(base_url=f"{GATEWAY}/api/v1", timeout=15.0, trust_env=False) as api:
-        registered = api.post(
-            "/auth/register",
-            json={"email": email, "password": password, "full_name": "Ada Up", "role": "customer"},
-        )
-        assert registered.status_code == 201, registered.text
-
-        login = api.post("/auth/login", json={"email": email, "password": password})
-        assert login.status_code == 200, login.text
-        token = login.json()["access_token"]
-
-        me = api.get("/users/me", headers={"Authorization": f"Bearer {token}"})
-        assert me.status_code == 200, me.text
-        assert me.json()["email"] == email
+        ada = sign_up(api, "Ada Up")
+        token = ada.token
 
         # payments answers through the gateway, from the Paystack sandbox beside it (same key).
         banks = api.get("/payments/banks", headers={"Authorization": f"Bearer {token}"})
@@ -137,6 +225,24 @@ def test_make_up_serves_the_account_flow_and_stops_on_ctrl_c(
         assert wallet.status_code == 200, wallet.text
         assert wallet.json()["balances"][0]["currency"] == "NGN"
 
+        # chat answers through the gateway, from its MongoDB (nx-27017 unless MONGODB_URL).
+        conversations = api.get("/chat/conversations", headers=ada.auth)
+        assert conversations.status_code == 200, conversations.text
+        assert conversations.json()["items"] == [], conversations.text
+
+        bola = sign_up(api, "Bola Up")
+
+    # The realtime path: chat-worker (identity's events), chat's REST and its Socket.IO hub (the
+    # Redis manager), the gateway's WebSocket proxy.
+    asyncio.run(message_reaches_socket(reader=ada, writer=bola))
+
+    mongo = MONGO_STARTED.search(read_log(make_up_log))
+    ports = dict(PORTS)
+    if mongo is not None:
+        ports[int(mongo.group(1))] = "nx-27017"
+    else:  # only when MONGODB_URL names a server of the developer's
+        assert "MONGODB_URL" in os.environ, tail(make_up_log)
+
     # Ctrl-C in a terminal: SIGINT to the foreground process group.
     os.killpg(make_up.pid, signal.SIGINT)
     try:
@@ -147,11 +253,12 @@ def test_make_up_serves_the_account_flow_and_stops_on_ctrl_c(
         )
 
     deadline = time.monotonic() + 5
-    left = list(PORTS)
+    left = list(ports)
     while left and time.monotonic() < deadline:
-        left = [port for port in PORTS if listening(port)]
+        left = [port for port in ports if listening(port)]
         time.sleep(0.2)
-    assert not left, f"still listening after Ctrl-C: {left}\n{tail(make_up_log)}"
+    still = [f"{port} ({ports[port]})" for port in left]
+    assert not left, f"still listening after Ctrl-C: {still}\n{tail(make_up_log)}"
     output = tail(make_up_log, 400)
     assert "stopped" in output, output
     assert "SIGKILL" not in output, output

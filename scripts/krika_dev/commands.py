@@ -47,7 +47,8 @@ def _uvicorn(app: str, port: int) -> list[str]:
 
 
 async def start_mongo(supervisor: Supervisor) -> dict[str, str]:
-    """MONGODB_URL when given; else an nx-27017 child on 27017 (or a free port)."""
+    """MONGODB_URL when given (environment() hands it on); else an nx-27017 child on 27017 (or
+    a free port), whose URL is returned as MONGODB_URL."""
     if url := os.environ.get("MONGODB_URL"):
         console.say(f"MongoDB    {redact_url(url)} (MONGODB_URL)")
         return {}
@@ -118,7 +119,7 @@ async def prepare(
     env = environment(apps, {})
     await interrupt.race(ensure_infra(env, apps))
     extra = ensure_dev_secrets()
-    if supervisor is not None:
+    if supervisor is not None and any(app.mongodb for app in apps):
         extra.update(await interrupt.race(start_mongo(supervisor), supervisor))
     env = environment(apps, extra)
     for app in apps:
@@ -201,6 +202,13 @@ def print_urls(up: list[Endpoint], env: Mapping[str, str]) -> None:
     console.say(f"  gateway          http://localhost:{gateway}")
     console.say(f"  API docs         http://localhost:{gateway}/api/docs")
     console.say(f"  gateway metrics  http://localhost:{GATEWAY_OPS_PORT}/metrics (and /readyz)")
+    if any(endpoint.name == "chat" for endpoint in up):
+        # chat's Socket.IO hub, through the gateway like any frontend: WebSocket transport only,
+        # the access token in `access_token` (browsers) or the Authorization header.
+        console.say(
+            f"  {'realtime':<16} ws://localhost:{gateway}/socket.io/"
+            "?EIO=4&transport=websocket&access_token=<token> (Socket.IO)"
+        )
     for endpoint in up:
         if endpoint.name != "gateway":
             local = endpoint.url.replace("127.0.0.1", "localhost")

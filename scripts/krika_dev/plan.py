@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ DEV_SECRETS: dict[str, Callable[[], str]] = {
     "IDENTITY_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
     "CATALOG_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
     "ORDERS_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
+    "CHAT_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
     # payments' Paystack secret key; the sandbox gets it as PAYSTACK_SANDBOX_SECRET_KEY.
     "PAYMENTS_PAYSTACK_SECRET_KEY": lambda: "sk_test_" + secrets.token_hex(20),
 }
@@ -90,6 +92,11 @@ DEV_SECRETS: dict[str, Callable[[], str]] = {
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+
+# A service depending on one of these keeps its data in MongoDB (chat: Beanie on pymongo's async
+# client): it gets <SVC>_MONGODB_URL, and `make up` starts nx-27017 for it unless MONGODB_URL
+# names a server.
+MONGODB_CLIENTS: tuple[str, ...] = ("beanie", "pymongo", "motor")
 
 
 class SetupError(Exception):
@@ -104,6 +111,7 @@ class App:
     port: int
     migrations: bool = False
     worker: bool = False
+    mongodb: bool = False
 
     @property
     def prefix(self) -> str:
@@ -112,6 +120,16 @@ class App:
     @property
     def worker_port(self) -> int:
         return self.port + WORKER_PORT_OFFSET
+
+
+def dependency_names(pyproject: Path) -> set[str]:
+    """The normalised names of a package's dependencies (`beanie>=2.0` -> `beanie`)."""
+    project = tomllib.loads(pyproject.read_text()).get("project") or {}
+    names = set()
+    for requirement in project.get("dependencies") or []:
+        if found := re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(requirement).strip()):
+            names.add(re.sub(r"[-_.]+", "-", found.group(0)).lower())
+    return names
 
 
 def discover() -> list[App]:
@@ -132,6 +150,7 @@ def discover() -> list[App]:
                 port=PORTS[name],
                 migrations=(folder / "alembic.ini").is_file(),
                 worker=(folder / "src" / name / "worker.py").is_file(),
+                mongodb=not dependency_names(folder / "pyproject.toml").isdisjoint(MONGODB_CLIENTS),
             )
         )
     apps.append(App(name="gateway", port=PORTS["gateway"]))
@@ -153,6 +172,8 @@ def environment(
     """Defaults for every process, overridden by whatever `base` (the environment) already sets."""
     base = os.environ if base is None else base
     postgres = asyncpg_url(base.get("POSTGRES_URL", DEFAULT_POSTGRES)).rstrip("/")
+    # The developer's MONGODB_URL, else the nx-27017 server the launcher started (`extra`).
+    mongodb = base.get("MONGODB_URL") or extra.get("MONGODB_URL")
     identity = f"http://127.0.0.1:{PORTS['identity']}"
     defaults: dict[str, str] = {"PYTHONUNBUFFERED": "1", **extra}
     for app in apps:
@@ -170,8 +191,8 @@ def environment(
             defaults[f"{p}DATABASE_URL"] = f"{postgres}/krika_{app.name}"
         if app.worker:
             defaults[f"{p}WORKER_PORT"] = str(app.worker_port)
-        if "MONGODB_URL" in extra:
-            defaults[f"{p}MONGODB_URL"] = extra["MONGODB_URL"]
+        if app.mongodb and mongodb:
+            defaults[f"{p}MONGODB_URL"] = mongodb
         if app.name != "gateway":
             defaults[f"GATEWAY_{p}URL"] = f"http://127.0.0.1:{app.port}"
             # Uploaded files in development: a directory per service under .local/files.
