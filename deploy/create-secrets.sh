@@ -58,6 +58,33 @@ else
         | create ledger_owner_database_url
 fi
 
+# MongoDB (chat's database, the stack's `mongodb` single-node replica set rs0): its root user's
+# password, the members' internal key (a keyFile, required by a replica set with access control),
+# and the URL of each service on it. As with PostgreSQL, a URL added later needs the password
+# again: then pass it as MONGODB_PASSWORD.
+MONGODB_SERVICES="chat"
+if exists mongodb_password; then
+    echo "secret mongodb_password: exists, kept"
+    mongo_password=${MONGODB_PASSWORD:-}
+else
+    mongo_password=$(openssl rand -hex 24)
+    printf '%s' "$mongo_password" | create mongodb_password
+fi
+for svc in $MONGODB_SERVICES; do
+    if exists "${svc}_mongodb_url"; then
+        echo "secret ${svc}_mongodb_url: exists, kept"
+    elif [ -z "$mongo_password" ]; then
+        echo "${svc}_mongodb_url is missing and mongodb_password exists: run again with" \
+             "MONGODB_PASSWORD set to its value" >&2
+        exit 1
+    else
+        printf 'mongodb://krika:%s@mongodb:27017/?replicaSet=rs0&authSource=admin' \
+            "$mongo_password" | create "${svc}_mongodb_url"
+    fi
+done
+exists mongodb_keyfile && echo "secret mongodb_keyfile: exists, kept" \
+    || openssl rand -base64 756 | create mongodb_keyfile
+
 if exists amqp_url || exists rabbitmq_conf; then
     if ! (exists amqp_url && exists rabbitmq_conf); then
         echo "amqp_url and rabbitmq_conf must be created together;" \

@@ -2,9 +2,11 @@
 has its entries in docker-stack.yml, a Prometheus scrape job and panels on the Grafana dashboard.
 
 Pure file checks, no servers. Services are found the way the launcher finds them: a folder
-services/<svc> with a pyproject.toml is a service, an alembic.ini gives it migrations and
-src/<svc>/worker.py a worker. Ports come from scripts/krika_dev/plan.py (PORTS, WORKER_PORT_OFFSET,
-GATEWAY_OPS_PORT), read from its source.
+services/<svc> with a pyproject.toml is a service, an alembic.ini gives it migrations (and a
+PostgreSQL database with the outbox), src/<svc>/worker.py a worker, and a dependency on a MongoDB
+client (beanie, pymongo, motor: scripts/krika_dev/plan.py MONGODB_CLIENTS) a MongoDB database.
+Ports come from scripts/krika_dev/plan.py (PORTS, WORKER_PORT_OFFSET, GATEWAY_OPS_PORT), read from
+its source.
 
 For each service:
 
@@ -12,7 +14,11 @@ For each service:
   `<svc>-migrate` one-off job (restart_policy condition `none`) running
   `alembic -c services/<svc>/alembic.ini upgrade ...`; with a worker, a `<svc>-worker` running
   `python -m <svc>.worker`. A `<SVC>_PORT` / `<SVC>_WORKER_PORT` set there must be the port that
-  Prometheus scrapes.
+  Prometheus scrapes. The service and its worker are told where their database is
+  (`<SVC>_DATABASE_URL` with migrations, `<SVC>_MONGODB_URL` on MongoDB; each may be a `_FILE`),
+  and every `/run/secrets/<name>` their variables name is among their secrets. The gateway
+  reaches the service at `http://<svc>:<port>` (`GATEWAY_<SVC>_URL`): without it, it would
+  forward to its own 127.0.0.1.
 - deploy/prometheus/prometheus.yml: a job scraping `tasks.<svc>` (Swarm's DNS name for all of a
   service's tasks) on the service's port, and `tasks.<svc>-worker` on that port + 1000. The gateway
   is scraped on its operations port: its public port serves no /metrics.
@@ -24,10 +30,13 @@ For each service:
   `service_name` is its folder name, the template variables its queries use can take the label
   value (a label_values query over a metric it exports, with a regex filter, if any, that keeps
   it; or a custom list naming it), and for each metric family the process exports (HTTP request
-  rate and latency for every process; outbox backlog and lag for a service with a worker), some
-  visible panel query selects it once the variables are substituted. A dashboard with one panel
-  per service (`service="<svc>"`) passes the same check. The gateway also needs panels of its
-  own: queries selecting `service="gateway"`.
+  rate and latency for every process; outbox backlog and lag for a service whose worker relays a
+  PostgreSQL outbox), some visible panel query selects it once the variables are substituted. A
+  dashboard with one panel per service (`service="<svc>"`) passes the same check. The gateway
+  also needs panels of its own: queries selecting `service="gateway"`.
+
+Every dashboard under deploy/grafana/dashboards is mounted into Grafana by docker-stack.yml (a
+config targeting /etc/grafana/dashboards/<file>) and uses only the provisioned datasource uid.
 
 Each test lists everything missing for its service, in one message.
 """
@@ -40,6 +49,7 @@ import importlib
 import json
 import re
 import shlex
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +61,9 @@ import yaml  # type: ignore[import-untyped]  # PyYAML, no stubs (uvicorn[standar
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "docker-stack.yml"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
-DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "krika-services.json"
+DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
+DASHBOARD = DASHBOARDS / "krika-services.json"
+DATASOURCE = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 DEV = ROOT / "scripts" / "krika_dev" / "plan.py"
 
 # What every process exports through krika_common.telemetry (label `service`), and what a worker's
@@ -78,6 +90,16 @@ def dev_constants() -> dict[str, Any]:
     return constants
 
 
+def uses_mongodb(svc: str, clients: frozenset[str]) -> bool:
+    """Does services/<svc> depend on a MongoDB client (as the launcher decides)?"""
+    pyproject = tomllib.loads((ROOT / "services" / svc / "pyproject.toml").read_text())
+    for requirement in (pyproject.get("project") or {}).get("dependencies") or []:
+        found = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(requirement).strip())
+        if found and re.sub(r"[-_.]+", "-", found.group(0)).lower() in clients:
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class Deploy:
     stack: dict[str, Any]  # docker-stack.yml's `services`
@@ -86,6 +108,7 @@ class Deploy:
     ports: dict[str, int]
     worker_offset: int
     gateway_ops_port: int
+    mongodb_clients: frozenset[str]
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +131,7 @@ def deploy() -> Deploy:
         ports=dev["PORTS"],
         worker_offset=dev["WORKER_PORT_OFFSET"],
         gateway_ops_port=dev["GATEWAY_OPS_PORT"],
+        mongodb_clients=frozenset(dev["MONGODB_CLIENTS"]),
     )
 
 
@@ -135,6 +159,44 @@ def environment_of(entry: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
+def secrets_of(entry: dict[str, Any]) -> set[str]:
+    """The secrets a stack entry mounts, by the file name they get under /run/secrets."""
+    names = set()
+    for item in entry.get("secrets") or []:
+        if isinstance(item, dict):
+            names.add(str(item.get("target") or item.get("source")))
+        else:
+            names.add(str(item))
+    return names
+
+
+def secret_problems(name: str, entry: dict[str, Any]) -> Iterator[str]:
+    """Every /run/secrets/<file> a variable names is mounted: else the entrypoint stops there."""
+    mounted = secrets_of(entry)
+    for variable, value in sorted(environment_of(entry).items()):
+        found = re.fullmatch(r"/run/secrets/([\w.-]+)", value.strip())
+        if found and found.group(1) not in mounted:
+            yield (
+                f"docker-stack.yml: `{name}` sets {variable}={value} but does not mount the"
+                f" secret `{found.group(1)}`"
+            )
+
+
+def database_problems(deploy: Deploy, svc: str, name: str, entry: dict[str, Any]) -> Iterator[str]:
+    """The process is told where its database is (else it would use its development default)."""
+    prefix = svc.upper().replace("-", "_")
+    env = environment_of(entry)
+    wanted = []
+    if (ROOT / "services" / svc / "alembic.ini").is_file():
+        wanted.append(("DATABASE_URL", "PostgreSQL"))
+    if uses_mongodb(svc, deploy.mongodb_clients):
+        wanted.append(("MONGODB_URL", "MongoDB"))
+    for setting, kind in wanted:
+        variable = f"{prefix}_{setting}"
+        if variable not in env and f"{variable}_FILE" not in env:
+            yield f"docker-stack.yml: `{name}` sets neither {variable} nor {variable}_FILE ({kind})"
+
+
 def stack_problems(deploy: Deploy, svc: str, port: int) -> Iterator[str]:
     where = "docker-stack.yml"
     folder = ROOT / "services" / svc
@@ -149,6 +211,18 @@ def stack_problems(deploy: Deploy, svc: str, port: int) -> Iterator[str]:
         listens = environment_of(entry).get(f"{prefix}_PORT")
         if listens is not None and listens != str(port):
             yield f"{where}: `{svc}` listens on {prefix}_PORT={listens}, not {port} (PORTS)"
+        yield from database_problems(deploy, svc, svc, entry)
+        yield from secret_problems(svc, entry)
+
+    gateway = deploy.stack.get("gateway")
+    if gateway is not None:
+        upstream = environment_of(gateway).get(f"GATEWAY_{prefix}_URL")
+        expected = f"http://{svc}:{port}"
+        if upstream is None or upstream.rstrip("/") != expected:
+            yield (
+                f"{where}: the gateway has GATEWAY_{prefix}_URL={upstream}, not {expected} (its"
+                " default is 127.0.0.1, the gateway's own container)"
+            )
 
     if (folder / "alembic.ini").is_file():
         name, ini = f"{svc}-migrate", f"services/{svc}/alembic.ini"
@@ -169,6 +243,7 @@ def stack_problems(deploy: Deploy, svc: str, port: int) -> Iterator[str]:
             )
             if not (runs_alembic and with_ini and "upgrade" in command):
                 yield f"{where}: `{name}` does not run `alembic -c {ini} upgrade` ({command})"
+            yield from secret_problems(name, job)
             condition = ((job.get("deploy") or {}).get("restart_policy") or {}).get("condition")
             if condition != "none":
                 yield (
@@ -190,6 +265,8 @@ def stack_problems(deploy: Deploy, svc: str, port: int) -> Iterator[str]:
                     f"{where}: `{name}` listens on {prefix}_WORKER_PORT={listens},"
                     f" not {worker_port} (port + {deploy.worker_offset})"
                 )
+            yield from database_problems(deploy, svc, name, worker)
+            yield from secret_problems(name, worker)
 
 
 # ------------------------------------------------------------------ prometheus.yml
@@ -334,6 +411,9 @@ def test_service_has_its_deploy_entries(deploy: Deploy, svc: str) -> None:
         f"services/{svc} has no port: add it to PORTS in scripts/krika_dev/plan.py"
     )
     has_worker = (ROOT / "services" / svc / "src" / svc / "worker.py").is_file()
+    # krika_common's outbox is a table of the service's PostgreSQL database (its first
+    # migration); a MongoDB service relays its events its own way, with metrics of its own.
+    has_outbox = has_worker and (ROOT / "services" / svc / "alembic.ini").is_file()
 
     problems = [*stack_problems(deploy, svc, port), *label_problems(svc)]
     problems += scrape_problem(deploy, svc, port, "its port in scripts/krika_dev/plan.py PORTS")
@@ -344,6 +424,7 @@ def test_service_has_its_deploy_entries(deploy: Deploy, svc: str) -> None:
             deploy, f"{svc}-worker", worker_port, f"{port} + {deploy.worker_offset}"
         )
         problems += dashboard_problems(deploy, f"{svc}-worker", HTTP_METRICS, "its worker")
+    if has_outbox:
         problems += dashboard_problems(deploy, svc, OUTBOX_METRICS, "its worker's outbox relay")
     assert not problems, f"services/{svc}: missing from the deploy files:\n  " + "\n  ".join(
         problems
@@ -375,3 +456,47 @@ def test_gateway_has_its_deploy_entries(deploy: Deploy) -> None:
             ' service="gateway": rate limits, upstream errors)'
         )
     assert not problems, "gateway: missing from the deploy files:\n  " + "\n  ".join(problems)
+
+
+def datasource_uids(item: Any) -> Iterator[str]:
+    """Every datasource uid a dashboard (panel, target, variable...) names."""
+    if isinstance(item, dict):
+        source = item.get("datasource")
+        if isinstance(source, dict) and "uid" in source:
+            yield str(source["uid"])
+        elif isinstance(source, str):  # the old by-name form: not a fixed uid
+            yield source
+        for value in item.values():
+            yield from datasource_uids(value)
+    elif isinstance(item, list):
+        for value in item:
+            yield from datasource_uids(value)
+
+
+def test_dashboards_are_provisioned(deploy: Deploy) -> None:
+    stack = yaml.safe_load(STACK.read_text())
+    grafana = deploy.stack.get("grafana") or {}
+    mounted = {
+        str(c.get("target")): (stack.get("configs") or {}).get(str(c.get("source"))) or {}
+        for c in grafana.get("configs") or []
+        if isinstance(c, dict)
+    }
+    (uid,) = {str(d["uid"]) for d in yaml.safe_load(DATASOURCE.read_text())["datasources"]}
+    files = sorted(DASHBOARDS.glob("*.json"))
+    assert files, f"no dashboards under {DASHBOARDS.relative_to(ROOT)}"
+    problems = []
+    for path in files:
+        where = f"{path.relative_to(ROOT)}"
+        config = mounted.get(f"/etc/grafana/dashboards/{path.name}")
+        if config is None:
+            problems.append(
+                f"docker-stack.yml: grafana does not mount {where} at"
+                f" /etc/grafana/dashboards/{path.name}"
+            )
+        elif Path(str(config.get("file"))) != Path(f"./{where}"):
+            problems.append(f"docker-stack.yml: /etc/grafana/dashboards/{path.name} is not {where}")
+        dashboard = json.loads(path.read_text())
+        others = sorted(set(datasource_uids(dashboard)) - {uid})
+        if others:
+            problems.append(f"{where}: datasources {others}, not only the provisioned {uid!r}")
+    assert not problems, "dashboards:\n  " + "\n  ".join(problems)
