@@ -49,6 +49,14 @@ async def test_payment_completion_withdrawal_payout(books: Books) -> None:
 
     await books.deliver(order.completed())
     net = PRICE - 123_457
+    [credited] = await books.events("ledger.provider_credited")
+    assert (credited["order_id"], credited["provider_id"]) == (
+        str(order.id),
+        str(books.provider.id),
+    )
+    assert (credited["amount"], credited["commission"]) == (net, 123_457)
+    await books.deliver(order.completed())  # a second completion event books and says nothing
+    assert len(await books.events("ledger.provider_credited")) == 1
     assert await books.balance(AccountKind.escrow, order.id) == 0
     assert await books.balance(AccountKind.available, books.provider.id) == net
     assert await books.balance(AccountKind.commission) == 123_457

@@ -46,8 +46,10 @@ from krika_common.events import (
     PayoutAccountRemoved,
     PayoutFailed,
     PayoutSucceeded,
+    ProviderCredited,
     RefundSucceeded,
     UserRegistered,
+    record_event,
 )
 from ledger.config import Settings
 from ledger.journal import Journal, Leg, Overdraft, Ref
@@ -162,7 +164,7 @@ async def order_released(
     if commission:
         platform = await journal.account(session, AccountKind.commission, None, event.currency)
         legs.append(Leg(platform, -commission))
-    await _post_or_wait(
+    booked = await _post_or_wait(
         session,
         ledger,
         event.order_id,
@@ -175,6 +177,19 @@ async def order_released(
         order_id=event.order_id,
         event_id=event_id,
     )
+    if booked is not None:  # told once: a replay, or a release booked already, says nothing
+        await record_event(
+            session,
+            ProviderCredited(
+                order_id=event.order_id,
+                provider_id=event.provider_id,
+                amount=event.price - commission,
+                commission=commission,
+                currency=event.currency,
+                credited_at=utcnow(),
+            ),
+            producer="ledger",
+        )
     return event.order_id
 
 
@@ -263,10 +278,11 @@ async def refund_paid(
 
 async def _post_or_wait(
     session: AsyncSession, ledger: Ledger, subject: uuid.UUID, reason: str, **entry: Any
-) -> None:
+) -> int | None:
+    """Post the entry (its id; None when it was booked already), or park: NotYet."""
     try:
         async with session.begin_nested():
-            await ledger.journal.post(session, **entry)
+            return await ledger.journal.post(session, **entry)
     except Overdraft as exc:
         raise NotYet(subject, reason) from exc
 

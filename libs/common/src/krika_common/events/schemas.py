@@ -383,6 +383,21 @@ class WithdrawalRequested(EventData):
     requested_at: datetime
 
 
+class ProviderCredited(EventData):
+    """An order's escrow was released: the provider was credited `amount` (the price less the
+    platform's `commission`) in their available balance."""
+
+    event_type = "ledger.provider_credited"
+    event_version = 1
+
+    order_id: uuid.UUID
+    provider_id: uuid.UUID
+    amount: int
+    commission: int
+    currency: str
+    credited_at: datetime
+
+
 # --- chat -----------------------------------------------------------------------------------
 
 
