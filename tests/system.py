@@ -11,6 +11,8 @@ them and start it again:
 - an events exchange of its own (`<SVC>_EVENTS_EXCHANGE`, deleted at the end). The queues keep
   their names (`<service>.events`): they are bound to this exchange only while it exists;
 - a Redis database index of its own, flushed before and after;
+- for a service on MongoDB (chat), an `nx-27017` Mongo-wire server of its own (a free port, data
+  in the folder), or the server `mongodb_url` names, with a database `krika_sys_<run>_<service>`;
 - fresh secrets (the launcher's `DEV_SECRETS` generators, new keys), files, the sandbox's
   SQLite database and every process's log in a folder of its own;
 - any other variable in `settings` (short timings...).
@@ -109,7 +111,10 @@ class System:
         amqp_url: str,
         redis_url: str,
         settings: Mapping[str, str] | None = None,
+        mongodb_url: str | None = None,
     ) -> None:
+        self.mongodb_url = mongodb_url
+        self._mongo: subprocess.Popen[bytes] | None = None
         self.run_id = re.sub(r"[^a-z0-9_]", "_", run_id.lower())
         self.folder = folder
         self.postgres_url = postgres_url.rstrip("/")
@@ -188,6 +193,9 @@ class System:
                 values[f"{p}DATABASE_URL"] = f"{self.postgres_url}/{name}"
             if app.name != "gateway":
                 values[f"{p}STORAGE_URL"] = (files / app.name).as_uri()
+            if app.mongodb and self.mongodb_url:
+                values[f"{p}MONGODB_URL"] = self.mongodb_url
+                values[f"{p}MONGODB_DATABASE"] = f"krika_sys_{self.run_id}_{app.name}"
         values["PAYSTACK_SANDBOX_DATABASE_URL"] = (
             f"sqlite+aiosqlite:///{self.folder / 'paystack-sandbox.db'}"
         )
@@ -202,6 +210,8 @@ class System:
                 "whatever holds them) first"
             )
         (self.folder / "logs").mkdir(parents=True, exist_ok=True)
+        if self.mongodb_url is None and any(app.mongodb for app in self.apps):
+            self.mongodb_url = await self._start_mongo()
         keys = self.folder / "keys"
         keys.mkdir(mode=0o700, exist_ok=True)
         extra = {name: make() for name, make in DEV_SECRETS.items()} | _signing_keys(keys)
@@ -225,6 +235,40 @@ class System:
             for name in names:
                 self.spawn(name)
             await asyncio.gather(*(self.wait_ready(name) for name in names))
+
+    async def _start_mongo(self) -> str:
+        """An nx-27017 server of this system's own (stopped by stop())."""
+        port = self._spawn_mongo()
+        deadline = time.monotonic() + 20
+        while not port_open("127.0.0.1", port, 0.2):
+            if self._mongo is None or self._mongo.poll() is not None:
+                raise RuntimeError(f"nx-27017 exited:\n{self.log('mongo')}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nx-27017 did not listen on 127.0.0.1:{port}")
+            await asyncio.sleep(0.1)
+        return f"mongodb://127.0.0.1:{port}"
+
+    def _spawn_mongo(self) -> int:
+        from krika_common.server import free_port
+
+        port = free_port()
+        data = self.folder / "mongo"
+        data.mkdir(exist_ok=True)
+        log = (self.folder / "logs" / "mongo.log").open("ab")
+        self._mongo = subprocess.Popen(  # noqa: S603 - our own venv's console script
+            [
+                str(Path(sys.executable).with_name("nx-27017")),
+                *("--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)),
+                *("--pid-file", str(data / "nx.pid"), "--log-file", str(data / "nx.log")),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),
+        )
+        log.close()
+        return port
 
     def spawn(self, name: str) -> Running:
         proc = self.plan[name]
@@ -298,6 +342,14 @@ class System:
                     running.popen.wait()
         for running in self.running.values():
             running.log.close()
+        if self._mongo is not None:
+            self._mongo.terminate()
+            try:
+                self._mongo.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._mongo.kill()
+                self._mongo.wait()
+            self._mongo = None
         for name in self._databases:
             with contextlib.suppress(Exception):
                 await drop_database(self.postgres_url, name)

@@ -204,7 +204,7 @@ async def test_presence_is_shared_across_replicas_and_with_partners_only(
             await peer.connect(url2)
 
             async def presence(who: User) -> Any:
-                r = await http.get("/chat/presence", params={"user_ids": b.key}, headers=who.auth)
+                r = await http.post("/chat/presence", json={"user_ids": [b.key]}, headers=who.auth)
                 return r.json()["items"]
 
             assert await presence(a) == [{"user_id": b.key, "online": True}]

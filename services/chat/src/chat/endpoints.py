@@ -18,7 +18,6 @@ from chat.errors import (
     EmptyMessage,
     InvalidAttachment,
     InvalidParticipants,
-    InvalidUserIds,
     MessageNotFound,
     MessageTooLong,
     OrderConversationNotReady,
@@ -32,6 +31,7 @@ from chat.schemas import (
     ConversationOut,
     MessageIn,
     MessageOut,
+    PresenceIn,
     PresenceOut,
     ReadIn,
     ReadOut,
@@ -197,23 +197,11 @@ async def upload_attachment(
     return await service.add_attachment(deps, str(user.id), conversation_id, await file.read())
 
 
-@chat.get("/presence", response_model=Page[PresenceOut], responses=responses(InvalidUserIds))
-async def presence(
-    user: CurrentUser,
-    deps: ChatDep,
-    user_ids: Annotated[
-        str, Query(min_length=1, max_length=3800, description="Comma-separated, at most 100")
-    ],
-) -> Page[PresenceOut]:
+@chat.post("/presence", response_model=Page[PresenceOut])
+async def presence(body: PresenceIn, user: CurrentUser, deps: ChatDep) -> Page[PresenceOut]:
     """Who is online among `user_ids` (only users who share a conversation with the caller
-    are shown as they are; anyone else shows offline)."""
-    try:
-        wanted = [uuid.UUID(part.strip()) for part in user_ids.split(",")]
-    except ValueError:
-        raise InvalidUserIds() from None
-    if len(wanted) > 100:
-        raise InvalidUserIds("At most 100 user ids")
-    return Page(items=await service.presence_of(deps, str(user.id), wanted))
+    are shown as they are; anyone else shows offline). A POST: up to 100 ids do not fit a URL."""
+    return Page(items=await service.presence_of(deps, str(user.id), body.user_ids))
 
 
 @chat.get(

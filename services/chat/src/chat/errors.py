@@ -88,8 +88,3 @@ class InvalidPayload(ServiceError):
     status = 400
     code = "invalid_payload"
     message = "The event's payload is not valid"
-
-
-class InvalidUserIds(Unprocessable):
-    code = "invalid_user_ids"
-    message = "user_ids must be comma-separated UUIDs"

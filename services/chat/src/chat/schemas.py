@@ -85,6 +85,12 @@ class UploadedOut(BaseModel):
     url: str
 
 
+class PresenceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_ids: list[uuid.UUID] = Field(min_length=1, max_length=100)
+
+
 class PresenceOut(BaseModel):
     user_id: uuid.UUID
     online: bool

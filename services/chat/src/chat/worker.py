@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import socketio
 from fastapi import FastAPI
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from chat.app import open_mongo
 from chat.config import Settings
@@ -36,6 +37,11 @@ from krika_common.web import install_http
 
 log = logging.getLogger(__name__)
 
+RELAY_FAILURES = Counter("krika_chat_relay_failures_total", "Message relay rounds that failed")
+OLDEST_PENDING = Gauge(
+    "krika_chat_message_events_oldest_pending_seconds",
+    "Age of the oldest message whose chat.message_sent is unpublished",
+)
 PENDING = Gauge(
     "krika_chat_message_events_pending", "Messages whose chat.message_sent is unpublished"
 )
@@ -69,18 +75,23 @@ async def relay_once(bus: EventBus, settings: Settings) -> int:
 
 async def run_relay(bus: EventBus, settings: Settings) -> None:
     """Relay until cancelled: right away while there is a backlog, else every relay_interval.
-    `bus` is connected."""
+    `bus` is connected. The backlog gauges are refreshed every round, whatever happened."""
+    collection = Message.get_pymongo_collection()
     while True:
+        published = 0
         try:
             published = await relay_once(bus, settings)
-            PENDING.set(
-                await Message.get_pymongo_collection().count_documents(
-                    {"pending_event": {"$type": "object"}}
-                )
-            )
         except Exception as exc:
+            RELAY_FAILURES.inc()
             log.warning("message relay failed: %s", error_text(exc))
-            published = 0
+        try:
+            pending = {"pending_event": {"$type": "object"}}
+            PENDING.set(await collection.count_documents(pending))
+            oldest = await collection.find_one(pending, {"created_ms": 1}, sort=[("created_ms", 1)])
+            age = time.time() - oldest["created_ms"] / 1000 if oldest else 0.0
+            OLDEST_PENDING.set(max(0.0, age))
+        except Exception as exc:
+            log.warning("message relay backlog not measured: %s", error_text(exc))
         if published < settings.relay_batch:
             await asyncio.sleep(settings.relay_interval)
 
