@@ -213,6 +213,6 @@ async def test_presence_is_shared_across_replicas_and_with_partners_only(
             await peer.close()
 
         async def offline() -> bool:
-            return await presence(a) == [{"user_id": b.key, "online": False}]
+            return bool(await presence(a) == [{"user_id": b.key, "online": False}])
 
         await eventually(offline, within=TIMEOUT, what="offline")

@@ -190,7 +190,7 @@ async def test_message_rules_and_client_id(
 ) -> None:
     a, b = await user(mint_token), await user(mint_token, "provider")
     conversation = await open_direct(api, a, b)
-    cases = [
+    cases: list[tuple[dict[str, Any], int, str]] = [
         ({"body": "x" * 4001}, 422, "message_too_long"),
         ({"body": "   "}, 422, "empty_message"),
         ({"body": "hi", "attachment_ids": [str(uuid.uuid4())]}, 422, "invalid_attachment"),

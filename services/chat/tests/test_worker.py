@@ -5,6 +5,7 @@ message announced as chat.message_sent, exactly once per message."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -175,8 +176,6 @@ async def test_an_order_status_change_reaches_both_parties_once(
             "Order paid",
             "Logo: the customer paid",
         )
-        import asyncio
-
         await asyncio.sleep(0.5)  # time for a duplicate, if there were one
         assert len(pc.received("order_status")) == 1
         assert len(pp.received("order_status")) == 1
@@ -203,9 +202,7 @@ async def test_a_suspended_user_is_disconnected_everywhere(
             UserSuspended(user_id=bad.id, reason="fraud", suspended_at=now(), token_version=1)
         )
         for peer in (through_gateway, direct):
-            await eventually(
-                lambda p=peer: p.disconnected.is_set(), within=TIMEOUT, what="disconnected"
-            )
+            await asyncio.wait_for(peer.disconnected.wait(), TIMEOUT)
         assert direct.received("error") == [
             {"error": "account_suspended", "detail": "This account is suspended"}
         ]
