@@ -55,6 +55,9 @@ PUBLIC_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/api/v1/catalog/files/{folder}/{name}"),
     ("GET", "/api/v1/orders/files/{folder}/{name}"),
     ("GET", "/api/v1/chat/files/{folder}/{name}"),
+    # One-click unsubscribe (RFC 8058): the signed link is the credential.
+    ("GET", "/api/v1/notifications/unsubscribe"),
+    ("POST", "/api/v1/notifications/unsubscribe"),
     ("POST", "/api/v1/payments/webhooks/paystack"),
 )
 
