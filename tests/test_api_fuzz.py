@@ -113,6 +113,7 @@ SERVICE_OVERRIDES: dict[str, dict[str, Any]] = {
         "login_attempts_per_ip": GENEROUS,
     },
     "payments": {"checkout_callback_url": "https://app.example.com/orders/{order_id}"},
+    "notify": {"public_url": "https://app.example.com", "api_public_url": "https://api.example.com"},
 }
 
 
@@ -293,6 +294,7 @@ async def system(
     postgres_server_url: str,
     redis_url: str,
     amqp_url: str,
+    mongodb_url: str,
     events_exchange: str,
     run_id: str,
     redis_client: object,  # flushes this run's Redis database first
@@ -331,6 +333,9 @@ async def system(
             values = {**generic, "database_url": database_url}
             if "storage_url" in service.settings_cls.model_fields:  # it keeps uploaded files
                 values["storage_url"] = tmp_path_factory.mktemp(f"{service.name}-files").as_uri()
+            if "mongodb_url" in service.settings_cls.model_fields:  # chat: the Mongo-wire server
+                values["mongodb_url"] = mongodb_url
+                values["mongodb_database"] = f"test_fuzz_{service.name}_{run_id}"
             if "identity" in urls:
                 values["jwks_url"] = f"{urls['identity']}/.well-known/jwks.json"
             if service.name in STAND_INS:

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -62,6 +65,7 @@ from yarl import URL
 from krika_common.events import Envelope
 from krika_common.testing import eventually
 from krika_common.testing.broker import EventsObserver
+from krika_common.testing.smtp import CaptureServer, capturing_smtp
 
 # Short timings, so that what the workers do on their own happens within a test.
 SETTINGS = {
@@ -85,10 +89,18 @@ SETTINGS = {
     "IDENTITY_ARGON2_TIME_COST": "1",
     "IDENTITY_ARGON2_MEMORY_COST": "8192",
     "IDENTITY_ARGON2_PARALLELISM": "1",
+    "NOTIFY_POLL_INTERVAL": "0.2",
 }
 # The system test's own Redis database (make up: 0, the package tests: 15, bench/gateway: 14).
 REDIS_DB = 13
 WITHIN = 20.0  # seconds any asynchronous effect gets
+
+
+@pytest.fixture(scope="module")
+def mailbox() -> Iterator[CaptureServer]:
+    """The SMTP peer notify sends to (an aiosmtpd capture server)."""
+    with capturing_smtp() as smtp:
+        yield smtp
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -98,6 +110,7 @@ async def system(
     amqp_url: str,
     redis_url: str,
     run_id: str,
+    mailbox: CaptureServer,
 ) -> AsyncIterator[System]:
     """Every process of `make up`, with databases, an exchange and a Redis index of its own."""
     running = System(
@@ -106,7 +119,8 @@ async def system(
         postgres_url=postgres_server_url,
         amqp_url=amqp_url,
         redis_url=str(URL(redis_url).with_path(f"/{REDIS_DB}")),
-        settings=SETTINGS,
+        settings=SETTINGS
+        | {"NOTIFY_SMTP_HOST": mailbox.host, "NOTIFY_SMTP_PORT": str(mailbox.port)},
     )
     try:
         await running.start()
@@ -207,7 +221,7 @@ async def ledger_ok(api: httpx.AsyncClient, admin: User) -> None:
 
 
 async def test_the_marketplace_journey(
-    api: httpx.AsyncClient, system: System, admin: User, category: str
+    api: httpx.AsyncClient, system: System, admin: User, category: str, mailbox: CaptureServer
 ) -> None:
     commission_before = await balance_of(api, admin, "commission")
 
@@ -328,6 +342,79 @@ async def test_the_marketplace_journey(
 
     # (6) The ledger's invariants hold; every currency sums to zero.
     await ledger_ok(api, admin)
+
+    # (7) The order's conversation was opened for both parties when it was placed.
+    for party in (customer, provider):
+        conversations = ok(await api.get("/chat/conversations", headers=party.headers))["items"]
+        assert [c["order_id"] for c in conversations] == [order_id]
+        assert set(conversations[0]["participant_ids"]) == {customer.id, provider.id}
+
+    # (8) Both parties were told of each step, by e-mail and in the app.
+    await told(api, mailbox, customer, CUSTOMER_HEARS, order_id)
+    await told(api, mailbox, provider, PROVIDER_HEARS, order_id)
+    # The verification e-mail's link works (through the gateway, as the web app would call it).
+    (verification,) = [m for m in mailbox.to(customer.email) if m.kind == "email_verification"]
+    link = re.search(r"https?://\S+/verify-email\?token=(\S+)", verification.text)
+    assert link is not None, verification.text
+    verified = ok(await api.post("/auth/verify-email", json={"token": unquote(link.group(1))}))
+    assert verified["email_verified"] is True
+    # The one-click unsubscribe works without a login, through the gateway.
+    (completed,) = [m for m in mailbox.to(customer.email) if m.kind == "order_completed"]
+    unsubscribe = completed.message["List-Unsubscribe"].strip("<>")
+    assert unsubscribe.startswith(f"{API}/notifications/unsubscribe?token=")
+    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as browser:
+        answer = await browser.post(unsubscribe, data={"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 200, answer.text
+    prefs = ok(await api.get("/notifications/preferences", headers=customer.headers))
+    assert prefs["email"]["order_completed"] is False
+
+
+# What each party is told of the journey above: e-mail kinds (each with a text and an HTML part)
+# and, but for the security ones, in-app notifications.
+CUSTOMER_HEARS = {
+    "welcome": 1,
+    "email_verification": 1,
+    "order_paid": 1,
+    "order_delivered": 2,  # delivered, then delivered again after the revision
+    "order_completed": 1,
+}
+PROVIDER_HEARS = {
+    "welcome": 1,
+    "email_verification": 1,
+    "kyc_submitted": 1,
+    "kyc_approved": 1,
+    "order_placed": 1,
+    "order_paid": 1,
+    "revision_requested": 1,
+    "order_completed": 1,
+    "review_posted": 1,
+    "provider_credited": 1,
+    "payout_succeeded": 1,
+}
+
+
+async def told(
+    api: httpx.AsyncClient,
+    mailbox: CaptureServer,
+    user: User,
+    kinds: dict[str, int],
+    order_id: str,
+) -> None:
+    def mailed() -> Counter[str]:
+        return Counter(m.kind for m in mailbox.to(user.email))
+
+    await eventually(
+        lambda: mailed() == Counter(kinds), within=WITHIN, what=f"the e-mails to {user.email}"
+    )
+    for mail in mailbox.to(user.email):
+        assert mail.subject.strip(), mail.kind
+        assert mail.text.strip()
+        assert "<html" in mail.html.lower()
+        if mail.kind.startswith(("order_", "revision_", "provider_credited")):
+            assert f"/orders/{order_id}" in mail.text, mail.kind
+    notes = ok(await api.get("/notifications", params={"limit": 50}, headers=user.headers))
+    in_app = Counter(n["kind"] for n in notes["items"])
+    assert in_app == Counter({k: n for k, n in kinds.items() if k != "email_verification"})
 
 
 async def test_a_declined_payment_leaves_the_order_pending_until_it_expires(

@@ -1,23 +1,17 @@
-"""Fixtures: notify on a migrated database of its own, an SMTP capture server (aiosmtpd, the
-real peer of our SMTP client: it can answer 421 or 550 on demand), the link key identity seals
-tokens with, and `deliver(*events)`, which hands events to notify's inbox handlers as its worker
-would and then sends what they queued."""
+"""Fixtures: notify on a migrated database of its own, an SMTP capture server
+(krika_common.testing.smtp: a real SMTP peer that can answer 421 or 550 on demand), the link key
+identity seals tokens with, and `deliver(*events)`, which hands events to notify's inbox
+handlers as its worker would and then sends what they queued."""
 
 from __future__ import annotations
 
-import email
-import email.policy
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from email.message import EmailMessage
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from fastapi import FastAPI
 from joserfc.jwk import ECKey, KeySet
 from redis.asyncio import Redis
@@ -27,10 +21,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from krika_common.auth import StaticKeys
 from krika_common.db import make_sessionmaker
 from krika_common.events.sealed import new_key
-from krika_common.server import free_port
 from krika_common.testing.broker import handle_events
 from krika_common.testing.http import app_client
 from krika_common.testing.jwt import TestKeys
+from krika_common.testing.smtp import CaptureServer, capturing_smtp
 from notify.app import create_app
 from notify.config import Settings
 from notify.consumers import inbox_handlers
@@ -41,66 +35,10 @@ from notify.service import Notify
 HERE = Path(__file__).resolve().parent
 
 
-@dataclass
-class Captured:
-    sender: str
-    recipients: list[str]
-    message: EmailMessage
-
-    @property
-    def subject(self) -> str:
-        return str(self.message["Subject"])
-
-    def part(self, subtype: str) -> str:
-        found = self.message.get_body(preferencelist=(subtype,))
-        assert found is not None, f"no text/{subtype} part"
-        content = found.get_content()
-        return str(content)
-
-    @property
-    def text(self) -> str:
-        return self.part("plain")
-
-    @property
-    def html(self) -> str:
-        return self.part("html")
-
-
-@dataclass
-class CaptureServer:
-    """What the SMTP peer received; `answers` are DATA replies to give first (then 250)."""
-
-    host: str
-    port: int
-    messages: list[Captured] = field(default_factory=list)
-    answers: list[str] = field(default_factory=list)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.answers:
-            return self.answers.pop(0)
-        raw = envelope.original_content or b""
-        parsed = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.messages.append(
-            Captured(str(envelope.mail_from), [str(r) for r in envelope.rcpt_tos], parsed)
-        )
-        return "250 Message accepted for delivery"
-
-    def to(self, address: str) -> list[Captured]:
-        return [m for m in self.messages if address in m.recipients]
-
-    def reset(self) -> None:
-        self.messages.clear()
-        self.answers.clear()
-
-
 @pytest.fixture(scope="session")
-def smtp_server() -> Any:
-    capture = CaptureServer("127.0.0.1", free_port())
-    controller = Controller(capture, hostname=capture.host, port=capture.port)
-    controller.start()
-    yield capture
-    controller.stop()
+def smtp_server() -> Iterator[CaptureServer]:
+    with capturing_smtp() as capture:
+        yield capture
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from krika_common.testing.smtp import CaptureServer
 from notify.models import EmailDelivery
 
-from .conftest import CaptureServer, Deliver
+from .conftest import Deliver
 from .factories import Market, Person, verification
 
 

@@ -12,12 +12,13 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from krika_common.db import utcnow
+from krika_common.testing.smtp import CaptureServer
 from notify.mailer import Mailer
 from notify.models import ChatDigest
 from notify.service import Notify
 from notify.worker import digests_due
 
-from .conftest import CaptureServer, Deliver, send_all
+from .conftest import Deliver, send_all
 from .factories import Market
 
 

@@ -17,9 +17,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from krika_common.events import Envelope, EventData
+from krika_common.testing.smtp import CaptureServer
 from notify.models import EmailDelivery, Notification
 
-from .conftest import CaptureServer, Deliver
+from .conftest import Deliver
 from .factories import (
     Market,
     Person,

@@ -18,12 +18,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from krika_common.db import utcnow
 from krika_common.server import free_port
+from krika_common.testing.smtp import CaptureServer
 from notify.config import Settings
 from notify.mailer import Mailer, send_due
 from notify.models import EmailDelivery
 from notify.service import Notify
 
-from .conftest import CaptureServer, Deliver, send_all
+from .conftest import Deliver, send_all
 from .factories import Market, verification
 
 

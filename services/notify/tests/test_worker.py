@@ -11,10 +11,10 @@ from krika_common.events import Envelope, EventBus
 from krika_common.testing import eventually
 from krika_common.testing.broker import EventsObserver
 from krika_common.testing.http import app_client
+from krika_common.testing.smtp import CaptureServer
 from notify.config import Settings
 from notify.worker import create_worker_app
 
-from .conftest import CaptureServer
 from .factories import Market
 
 
