@@ -5,10 +5,11 @@
     python scripts/dev.py migrate       infra, dev secrets, databases and migrations, then exit
 
 `up` checks the backing servers (and starts a stopped local one), starts the Mongo-wire server
-`nx-27017` when MONGODB_URL is unset, generates development secrets once into `.local/`, creates
-the `krika_<service>` databases, runs every service's migrations, then runs every process with
-its output prefixed by its name. Ctrl-C or SIGTERM stops them all and exits 0; a process that dies
-on its own stops everything and exits 1.
+`nx-27017` when MONGODB_URL is unset and the development mail catcher (SMTP 127.0.0.1:1025, web
+UI http://127.0.0.1:1080) when SMTP_URL is unset, generates development secrets once into
+`.local/`, creates the `krika_<service>` databases, runs every service's migrations, then runs
+every process with its output prefixed by its name. Ctrl-C or SIGTERM stops them all and exits
+0; a process that dies on its own stops everything and exits 1.
 
 Services are discovered, not listed: `services/<name>/pyproject.toml` makes a service,
 `services/<name>/alembic.ini` gives it migrations, `services/<name>/src/<name>/worker.py` a
@@ -19,8 +20,8 @@ Every value computed here is a default: a variable already set in the environmen
 
 This file is the entry point; the launcher is the package next to it, scripts/krika_dev/:
 plan (the tables, the apps, the environment), console (output), backing (the servers),
-provision (secrets, databases), processes (the supervisor, Ctrl-C) and commands (up, migrate,
-ensure-infra, the command line).
+provision (secrets, databases), processes (the supervisor, Ctrl-C), commands (up, migrate,
+ensure-infra, the command line) and mailcatcher (the development SMTP server with a web UI).
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """`make up` end to end: the one developer command brings up a working system and Ctrl-C ends it.
 
-Runs the real `make up` (sync, infra check, secrets, databases, migrations, nx-27017, every
-process), goes through the gateway as a frontend would (register, log in, read /users/me, the
-banks, the wallet, chat's conversations; a chat message reaching the other user's Socket.IO
-connection), then interrupts it like a developer pressing Ctrl-C and checks that nothing is left
-listening, the Mongo-wire server included.
+Runs the real `make up` (sync, infra check, secrets, databases, migrations, nx-27017, the mail
+catcher, every process), goes through the gateway as a frontend would (register, log in, read
+/users/me, the banks, the wallet, chat's conversations; a chat message reaching the other user's
+Socket.IO connection), reads the welcome and verification e-mails in the mail catcher's JSON API
+(and opens the verification link through the gateway), then interrupts it like a developer
+pressing Ctrl-C and checks that nothing is left listening, the Mongo-wire server and the mail
+catcher included.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -38,6 +41,7 @@ PORTS = {
     8004: "payments",
     8005: "ledger",
     8006: "chat",
+    8007: "notify",
     8010: "paystack-sandbox",
     9000: "gateway (operations)",
     9001: "identity-worker",
@@ -46,6 +50,7 @@ PORTS = {
     9004: "payments-worker",
     9005: "ledger-worker",
     9006: "chat-worker",
+    9007: "notify-worker",
 }
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
@@ -54,6 +59,12 @@ CHAT_LEARNS_USERS_WITHIN = 30.0
 REALTIME_TIMEOUT = 10.0
 # The launcher's line naming the Mongo-wire server it started (27017, or a free port).
 MONGO_STARTED = re.compile(r"MongoDB\s+mongodb://127\.0\.0\.1:(\d+) \(nx-27017")
+# ... and the mail catcher's: its web UI (1080) and SMTP (1025) ports, or free ones.
+MAIL_STARTED = re.compile(
+    r"Mail\s+(http://127\.0\.0\.1:(\d+)) \(mail catcher, SMTP on 127\.0\.0\.1:(\d+)\)"
+)
+# identity-worker relays the user's events, notify-worker renders and sends the e-mails.
+MAIL_WITHIN = 20.0
 
 
 def listening(port: int) -> bool:
@@ -206,6 +217,54 @@ async def message_reaches_socket(reader: Account, writer: Account) -> None:
         await sio.disconnect()
 
 
+def mail_to(catcher: str, address: str, kinds: set[str]) -> dict[str, dict[str, Any]]:
+    """The mails of these kinds (notify's X-Krika-Kind) to `address` in the mail catcher's JSON
+    API, once they are all there or MAIL_WITHIN has passed."""
+    deadline = time.monotonic() + MAIL_WITHIN
+    with httpx.Client(base_url=catcher, timeout=5.0, trust_env=False) as client:
+        while True:
+            answer = client.get("/api/messages")
+            assert answer.status_code == 200, answer.text
+            found = {
+                kind: message
+                for message in answer.json()
+                if address in message["to"]
+                for kind in message["headers"].get("X-Krika-Kind", [])
+            }
+            if kinds <= set(found) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.25)
+
+
+def mails_reach_the_catcher(api: httpx.Client, log: IO[bytes], account: Account) -> None:
+    """notify's welcome and verification mails to a new user are in the mail catcher's JSON API,
+    each with a subject, a text and an HTML part; the verification link (sealed by identity,
+    opened by notify: the launcher gives both the same key) verifies the address."""
+    mail = MAIL_STARTED.search(read_log(log))
+    if mail is None:  # only when SMTP_URL names a server of the developer's
+        assert "SMTP_URL" in os.environ, tail(log)
+        return
+    wanted = {"welcome", "email_verification"}
+    started = time.monotonic()
+    mails = mail_to(mail.group(1), account.email, wanted)
+    assert wanted <= set(mails), (
+        f"no welcome and verification e-mails to {account.email} in the mail catcher"
+        f" ({mail.group(1)}) within {MAIL_WITHIN:.0f}s: {sorted(mails)}\n{tail(log)}"
+    )
+    print(f"e-mails in the mail catcher {time.monotonic() - started:.1f}s after sign-up")
+    for kind, message in mails.items():
+        assert message["subject"].strip(), (kind, message)
+        assert message["to"] == [account.email], (kind, message)
+        assert (message["text"] or "").strip(), (kind, message)
+        assert "<html" in (message["html"] or "").lower(), (kind, message)
+    text = mails["email_verification"]["text"]
+    link = re.search(r"https?://\S+/verify-email\?token=(\S+)", text)
+    assert link is not None, text
+    verified = api.post("/auth/verify-email", json={"token": unquote(link.group(1))})
+    assert verified.status_code == 200, verified.text
+    assert verified.json()["email_verified"] is True
+
+
 def test_make_up_serves_the_account_flow_and_stops_on_ctrl_c(
     make_up: subprocess.Popen[bytes], make_up_log: IO[bytes]
 ) -> None:
@@ -232,6 +291,9 @@ def test_make_up_serves_the_account_flow_and_stops_on_ctrl_c(
 
         bola = sign_up(api, "Bola Up")
 
+        # Every e-mail sent in development is in the mail catcher.
+        mails_reach_the_catcher(api, make_up_log, ada)
+
     # The realtime path: chat-worker (identity's events), chat's REST and its Socket.IO hub (the
     # Redis manager), the gateway's WebSocket proxy.
     asyncio.run(message_reaches_socket(reader=ada, writer=bola))
@@ -242,6 +304,10 @@ def test_make_up_serves_the_account_flow_and_stops_on_ctrl_c(
         ports[int(mongo.group(1))] = "nx-27017"
     else:  # only when MONGODB_URL names a server of the developer's
         assert "MONGODB_URL" in os.environ, tail(make_up_log)
+    mail = MAIL_STARTED.search(read_log(make_up_log))
+    if mail is not None:
+        ports[int(mail.group(2))] = "mail catcher (web UI)"
+        ports[int(mail.group(3))] = "mail catcher (SMTP)"
 
     # Ctrl-C in a terminal: SIGINT to the foreground process group.
     os.killpg(make_up.pid, signal.SIGINT)

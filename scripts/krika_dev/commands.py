@@ -19,6 +19,8 @@ from krika_dev.console import console
 from krika_dev.plan import (
     GATEWAY_OPS_PORT,
     LOCAL,
+    MAILCATCHER_HTTP_PORT,
+    MAILCATCHER_SMTP_PORT,
     PORTS,
     ROOT,
     App,
@@ -75,6 +77,40 @@ async def start_mongo(supervisor: Supervisor) -> dict[str, str]:
     return {"MONGODB_URL": url}
 
 
+async def start_mailcatcher(supervisor: Supervisor, apps: list[App]) -> dict[str, str]:
+    """SMTP_URL when given (environment() hands it on), or nothing when every service that
+    sends mail has its own <SVC>_SMTP_HOST; else the mail catcher as a child (SMTP on 1025, its
+    web UI on 1080, or free ports), whose URLs are returned as SMTP_URL and MAILCATCHER_URL."""
+    if url := os.environ.get("SMTP_URL"):
+        console.say(f"Mail       {redact_url(url)} (SMTP_URL)")
+        return {}
+    if all(f"{app.prefix}SMTP_HOST" in os.environ for app in apps if app.mail):
+        console.say("Mail       <SVC>_SMTP_HOST is set: no mail catcher")
+        return {}
+    smtp_port, http_port = MAILCATCHER_SMTP_PORT, MAILCATCHER_HTTP_PORT
+    smtp_port = smtp_port if not _port_in_use(smtp_port) else free_port()
+    http_port = http_port if not _port_in_use(http_port) else free_port()
+    argv = [
+        sys.executable, "-m", "krika_dev.mailcatcher",
+        "--smtp-port", str(smtp_port), "--http-port", str(http_port),
+    ]  # fmt: skip
+    # The launcher's own package, from scripts/ (it is not installed in the venv).
+    scripts = str(ROOT / "scripts")
+    path = os.pathsep.join(p for p in (scripts, os.environ.get("PYTHONPATH")) if p)
+    await supervisor.spawn("mail", argv, {**os.environ, "PYTHONPATH": path}, tier=0)
+    deadline = time.monotonic() + 20
+    while not (_port_in_use(smtp_port) and _port_in_use(http_port)):
+        if time.monotonic() > deadline:
+            raise SetupError(
+                f"the mail catcher did not listen on 127.0.0.1:{smtp_port} (SMTP) and"
+                f" 127.0.0.1:{http_port} (web) within 20s"
+            )
+        await asyncio.sleep(0.2)
+    web = f"http://127.0.0.1:{http_port}"
+    console.say(f"Mail       {web} (mail catcher, SMTP on 127.0.0.1:{smtp_port})")
+    return {"SMTP_URL": f"smtp://127.0.0.1:{smtp_port}", "MAILCATCHER_URL": web}
+
+
 @dataclass(frozen=True)
 class Endpoint:
     name: str
@@ -121,6 +157,8 @@ async def prepare(
     extra = ensure_dev_secrets()
     if supervisor is not None and any(app.mongodb for app in apps):
         extra.update(await interrupt.race(start_mongo(supervisor), supervisor))
+    if supervisor is not None and any(app.mail for app in apps):
+        extra.update(await interrupt.race(start_mailcatcher(supervisor, apps), supervisor))
     env = environment(apps, extra)
     for app in apps:
         if app.migrations:
@@ -215,6 +253,8 @@ def print_urls(up: list[Endpoint], env: Mapping[str, str]) -> None:
             console.say(f"  {endpoint.name:<16} {local}")
     if "MONGODB_URL" in env:
         console.say(f"  {'MongoDB':<16} {redact_url(env['MONGODB_URL'])}")
+    if "MAILCATCHER_URL" in env:
+        console.say(f"  {'Mail':<16} {env['MAILCATCHER_URL']} (every e-mail sent in development)")
     console.say("Ctrl-C stops everything.")
 
 
@@ -226,7 +266,7 @@ async def up() -> int:
     console.fit(
         [proc.name for proc in plan]
         + [f"{a.name}-migrate" for a in apps if a.migrations]
-        + ["mongo"]
+        + ["mongo", "mail"]
     )
     busy = {p: n for p, n in _ports_of(apps).items() if _port_in_use(p)}
     if busy:

@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 LOCAL = ROOT / ".local"
@@ -84,6 +85,8 @@ DEV_SECRETS: dict[str, Callable[[], str]] = {
     "CATALOG_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
     "ORDERS_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
     "CHAT_FILE_LINK_SECRET": lambda: secrets.token_urlsafe(32),
+    # notify signs its one-click unsubscribe links with it (HMAC-SHA256).
+    "NOTIFY_UNSUBSCRIBE_SECRET": lambda: secrets.token_urlsafe(32),
     # payments' Paystack secret key; the sandbox gets it as PAYSTACK_SANDBOX_SECRET_KEY.
     "PAYMENTS_PAYSTACK_SECRET_KEY": lambda: "sk_test_" + secrets.token_hex(20),
 }
@@ -97,6 +100,20 @@ DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 # client): it gets <SVC>_MONGODB_URL, and `make up` starts nx-27017 for it unless MONGODB_URL
 # names a server.
 MONGODB_CLIENTS: tuple[str, ...] = ("beanie", "pymongo", "motor")
+
+# A service depending on one of these sends e-mail (notify): it gets <SVC>_SMTP_HOST, _PORT and
+# _SECURITY (and _USERNAME / _PASSWORD) from SMTP_URL when the developer gives one; else `make up`
+# starts the development mail catcher (scripts/krika_dev/mailcatcher.py) and points it there.
+SMTP_CLIENTS: tuple[str, ...] = ("aiosmtplib",)
+# The mail catcher's SMTP and web UI ports (free ones when these are taken).
+MAILCATCHER_SMTP_PORT = 1025
+MAILCATCHER_HTTP_PORT = 1080
+# SMTP_URL's schemes: the connection's security and its usual port.
+SMTP_SCHEMES: dict[str, tuple[str, int]] = {
+    "smtp": ("none", 25),  # plain: a local relay or mail catcher
+    "smtp+starttls": ("starttls", 587),
+    "smtps": ("tls", 465),
+}
 
 
 class SetupError(Exception):
@@ -112,6 +129,7 @@ class App:
     migrations: bool = False
     worker: bool = False
     mongodb: bool = False
+    mail: bool = False
 
     @property
     def prefix(self) -> str:
@@ -140,6 +158,7 @@ def discover() -> list[App]:
         if not (folder / "pyproject.toml").is_file():
             continue
         name = folder.name
+        dependencies = dependency_names(folder / "pyproject.toml")
         if name not in PORTS:
             raise SetupError(
                 f"services/{name} has no port: add it to PORTS in scripts/krika_dev/plan.py"
@@ -150,7 +169,8 @@ def discover() -> list[App]:
                 port=PORTS[name],
                 migrations=(folder / "alembic.ini").is_file(),
                 worker=(folder / "src" / name / "worker.py").is_file(),
-                mongodb=not dependency_names(folder / "pyproject.toml").isdisjoint(MONGODB_CLIENTS),
+                mongodb=not dependencies.isdisjoint(MONGODB_CLIENTS),
+                mail=not dependencies.isdisjoint(SMTP_CLIENTS),
             )
         )
     apps.append(App(name="gateway", port=PORTS["gateway"]))
@@ -166,6 +186,21 @@ def asyncpg_url(url: str) -> str:
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+asyncpg://", url)
 
 
+def smtp_settings(url: str) -> dict[str, str]:
+    """SMTP_URL (`smtp://`, `smtp+starttls://` or `smtps://`, with `user:password@` when the
+    relay wants a login) as the <SVC>_SMTP_* settings, without the prefix."""
+    parts = urlsplit(url)
+    if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
+        schemes = ", ".join(f"{s}://" for s in SMTP_SCHEMES)
+        raise SetupError(f"SMTP_URL must be {schemes} with a host, e.g. smtp://127.0.0.1:1025")
+    security, port = SMTP_SCHEMES[parts.scheme]
+    values = {"HOST": parts.hostname, "PORT": str(parts.port or port), "SECURITY": security}
+    if parts.username:
+        values["USERNAME"] = unquote(parts.username)
+        values["PASSWORD"] = unquote(parts.password or "")
+    return values
+
+
 def environment(
     apps: list[App], extra: Mapping[str, str], base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -174,6 +209,8 @@ def environment(
     postgres = asyncpg_url(base.get("POSTGRES_URL", DEFAULT_POSTGRES)).rstrip("/")
     # The developer's MONGODB_URL, else the nx-27017 server the launcher started (`extra`).
     mongodb = base.get("MONGODB_URL") or extra.get("MONGODB_URL")
+    # Likewise the developer's SMTP_URL, else the mail catcher's.
+    smtp = base.get("SMTP_URL") or extra.get("SMTP_URL")
     identity = f"http://127.0.0.1:{PORTS['identity']}"
     defaults: dict[str, str] = {"PYTHONUNBUFFERED": "1", **extra}
     for app in apps:
@@ -193,6 +230,9 @@ def environment(
             defaults[f"{p}WORKER_PORT"] = str(app.worker_port)
         if app.mongodb and mongodb:
             defaults[f"{p}MONGODB_URL"] = mongodb
+        if app.mail and smtp:
+            for key, value in smtp_settings(smtp).items():
+                defaults[f"{p}SMTP_{key}"] = value
         if app.name != "gateway":
             defaults[f"GATEWAY_{p}URL"] = f"http://127.0.0.1:{app.port}"
             # Uploaded files in development: a directory per service under .local/files.
