@@ -20,7 +20,7 @@ create() { # name, value on stdin
 # The PostgreSQL password appears in every service's database URL. It is generated with
 # postgres_password; a database URL added later (a new service) needs it again: a Swarm secret
 # cannot be read back, so then pass it as POSTGRES_PASSWORD.
-SERVICE_DATABASES="identity catalog orders payments"
+SERVICE_DATABASES="identity catalog orders payments notify"
 if exists postgres_password; then
     echo "secret postgres_password: exists, kept"
     pg_password=${POSTGRES_PASSWORD:-}
@@ -107,16 +107,22 @@ exists identity_token_pepper && echo "secret identity_token_pepper: exists, kept
 # The gateway's proof to the services (X-Krika-Edge): only then do they believe its client IP.
 exists edge_secret && echo "secret edge_secret: exists, kept" \
     || openssl rand -base64 48 | tr -d '\n' | create edge_secret
-# P-256, PKCS#8 PEM: notify's key for the one-time links identity seals into its events.
+# P-256, PKCS#8 PEM: notify's key for the one-time links identity seals into its events. One
+# secret for both: identity reads the public half from it, notify opens the links with it.
 exists notify_link_key && echo "secret notify_link_key: exists, kept" \
     || openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null \
         | create notify_link_key
+# notify's HMAC key for the one-click unsubscribe links in its mails.
+exists notify_unsubscribe_secret && echo "secret notify_unsubscribe_secret: exists, kept" \
+    || openssl rand -base64 48 | tr -d '\n' | create notify_unsubscribe_secret
 
 # The S3 credentials of the services that keep files (KYC documents, service media): an access
 # key of the object store, not something to generate. Pass STORAGE_ACCESS_KEY_ID and
 # STORAGE_SECRET_ACCESS_KEY the first time. Likewise PAYSTACK_SECRET_KEY: Paystack's secret key
-# (sk_live_... or sk_test_...) from its dashboard.
-for name in storage_access_key_id storage_secret_access_key paystack_secret_key; do
+# (sk_live_... or sk_test_...) from its dashboard, and NOTIFY_SMTP_PASSWORD: the password (or API
+# key) of the SMTP relay notify sends through, for KRIKA_SMTP_USERNAME (docker-stack.yml).
+for name in storage_access_key_id storage_secret_access_key paystack_secret_key \
+    notify_smtp_password; do
     variable=$(echo "$name" | tr '[:lower:]' '[:upper:]')
     if exists "$name"; then
         echo "secret $name: exists, kept"

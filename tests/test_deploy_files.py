@@ -38,6 +38,11 @@ For each service:
 Every dashboard under deploy/grafana/dashboards is mounted into Grafana by docker-stack.yml (a
 config targeting /etc/grafana/dashboards/<file>) and uses only the provisioned datasource uid.
 
+Secrets and databases: deploy/create-secrets.sh, run against a stand-in `docker` on a new swarm,
+creates every secret docker-stack.yml declares; deploy/postgres/init-databases.sql creates the
+`krika_<svc>` database of every service with migrations; identity and notify get the one link
+key (identity seals with its public half what notify opens with it) from the same secret.
+
 Each test lists everything missing for its service, in one message.
 """
 
@@ -47,8 +52,10 @@ import ast
 import contextlib
 import importlib
 import json
+import os
 import re
 import shlex
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,6 +72,8 @@ DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 DASHBOARD = DASHBOARDS / "krika-services.json"
 DATASOURCE = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 DEV = ROOT / "scripts" / "krika_dev" / "plan.py"
+CREATE_SECRETS = ROOT / "deploy" / "create-secrets.sh"
+INIT_DATABASES = ROOT / "deploy" / "postgres" / "init-databases.sql"
 
 # What every process exports through krika_common.telemetry (label `service`), and what a worker's
 # outbox relay exports under the service's name.
@@ -500,3 +509,86 @@ def test_dashboards_are_provisioned(deploy: Deploy) -> None:
         if others:
             problems.append(f"{where}: datasources {others}, not only the provisioned {uid!r}")
     assert not problems, "dashboards:\n  " + "\n  ".join(problems)
+
+
+# ------------------------------------------------------------------ secrets and databases
+
+# A stand-in for the Docker CLI: `docker secret inspect NAME` succeeds when $FAKE_SECRETS/NAME
+# exists, `docker secret create NAME -` stores stdin there.
+FAKE_DOCKER = """#!/bin/sh
+case "$1 $2" in
+  "secret inspect") [ -f "$FAKE_SECRETS/$3" ] ;;
+  "secret create") cat > "$FAKE_SECRETS/$3" ;;
+  *) echo "fake docker: unexpected $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def test_create_secrets_makes_every_secret_the_stack_declares(tmp_path: Path) -> None:
+    declared = {
+        str(secret.get("name") or name)
+        for name, secret in (yaml.safe_load(STACK.read_text()).get("secrets") or {}).items()
+        if (secret or {}).get("external")
+    }
+    bin_dir, made = tmp_path / "bin", tmp_path / "secrets"
+    bin_dir.mkdir()
+    made.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    # What the script asks the operator for, rather than generating.
+    given = {
+        "STORAGE_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "STORAGE_SECRET_ACCESS_KEY": "example-secret",
+        "PAYSTACK_SECRET_KEY": "sk_test_example",
+        "NOTIFY_SMTP_PASSWORD": "example-smtp-password",
+        "GRAFANA_ADMIN_PASSWORD": "example-grafana",
+    }
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_SECRETS": str(made)}
+    run = subprocess.run(  # noqa: S603 - the repository's own script
+        ["bash", str(CREATE_SECRETS)],  # noqa: S607
+        env=env | given,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    created = {path.name for path in made.iterdir()}
+    missing = sorted(declared - created)
+    assert not missing, f"{CREATE_SECRETS.name} does not create {missing}:\n{run.stdout}"
+    # A second run keeps every secret.
+    again = subprocess.run(  # noqa: S603
+        ["bash", str(CREATE_SECRETS)],  # noqa: S607
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "created" not in again.stdout, again.stdout
+
+
+def test_every_postgres_service_has_its_database() -> None:
+    created = set(re.findall(r"CREATE DATABASE\s+\"?(\w+)", INIT_DATABASES.read_text(), re.I))
+    wanted = {
+        f"krika_{svc}" for svc in SERVICES if (ROOT / "services" / svc / "alembic.ini").exists()
+    }
+    missing = sorted(wanted - created)
+    assert not missing, f"{INIT_DATABASES.relative_to(ROOT)} does not create {missing}"
+
+
+def test_identity_and_notify_share_the_link_key(deploy: Deploy) -> None:
+    """identity seals one-time tokens with the public half of the key notify opens them with:
+    both must read the same secret, else no link in a verification or reset mail works."""
+    if "notify" not in SERVICES:
+        pytest.skip("no services/notify yet")
+    sources: dict[str, set[str]] = {}
+    for name, entry in deploy.stack.items():
+        for variable in ("IDENTITY_LINK_KEY_FILE", "NOTIFY_LINK_KEY_FILE"):
+            value = environment_of(entry).get(variable)
+            if value is not None:
+                found = re.fullmatch(r"/run/secrets/([\w.-]+)", value.strip())
+                sources.setdefault(name, set()).add(found.group(1) if found else value)
+    assert {"identity", "notify", "notify-worker"} <= set(sources), sources
+    assert len(set().union(*sources.values())) == 1, sources
