@@ -64,7 +64,7 @@ class Settings(KrikaSettings):
 
     def secret_fields(self) -> dict[str, str]:
         secrets = {"unsubscribe_secret": self.unsubscribe_secret}
-        if self.smtp_username is not None:
+        if self.smtp_username:  # a login: its password must be a real one
             secrets["smtp_password"] = self.smtp_password or ""
         return super().secret_fields() | secrets
 

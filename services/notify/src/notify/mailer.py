@@ -122,8 +122,8 @@ class Mailer:
                 message,
                 hostname=s.smtp_host,
                 port=s.smtp_port,
-                username=s.smtp_username,
-                password=s.smtp_password,
+                username=s.smtp_username or None,  # an empty one: no login
+                password=s.smtp_password or None,
                 use_tls=s.smtp_security == "tls",
                 start_tls=s.smtp_security == "starttls",
                 validate_certs=s.smtp_validate_certs,
