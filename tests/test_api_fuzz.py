@@ -113,7 +113,10 @@ SERVICE_OVERRIDES: dict[str, dict[str, Any]] = {
         "login_attempts_per_ip": GENEROUS,
     },
     "payments": {"checkout_callback_url": "https://app.example.com/orders/{order_id}"},
-    "notify": {"public_url": "https://app.example.com", "api_public_url": "https://api.example.com"},
+    "notify": {
+        "public_url": "https://app.example.com",
+        "api_public_url": "https://api.example.com",
+    },
 }
 
 
