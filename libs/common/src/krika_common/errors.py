@@ -130,6 +130,15 @@ class ValidationFailed(ServiceError):
     detail_type = list[ValidationIssue]
 
 
+class Unprocessable(ServiceError):
+    """Well-formed, but against a business rule (422 with a text detail, unlike
+    `ValidationFailed`'s list of schema issues)."""
+
+    status = 422
+    code = "unprocessable"
+    message = "The request breaks a rule"
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     code = "payload_too_large"

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from krika_common.errors import Conflict, NotFound, ServiceError
-
-
-class Unprocessable(ServiceError):
-    """Well-formed, but against a rule (422, with a text detail)."""
-
-    status = 422
+from krika_common.errors import Conflict, NotFound, ServiceError, Unprocessable
 
 
 class ConversationNotFound(NotFound):
