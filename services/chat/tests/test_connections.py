@@ -17,6 +17,7 @@ import pytest
 import socketio
 from fastapi import FastAPI
 
+from chat import service
 from krika_common.testing import eventually
 
 from .conftest import replica
@@ -216,3 +217,54 @@ async def test_presence_is_shared_across_replicas_and_with_partners_only(
             return bool(await presence(a) == [{"user_id": b.key, "online": False}])
 
         await eventually(offline, within=TIMEOUT, what="offline")
+
+
+async def test_a_slow_store_neither_costs_the_connection_nor_queues_without_bound(
+    make_app: Callable[..., FastAPI],
+    mint_token: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While storage is slow (here: every conversation look-up takes 1.5 s), the connection's
+    events wait their turn, but Engine.IO keeps answering pings (0.4 s interval, 0.6 s
+    timeout): the socket stays up. Beyond `socket_max_in_flight` waiting events, the next ones
+    are refused at once."""
+    a, b = await user(mint_token), await user(mint_token)
+    slow_down = asyncio.Event()
+    lookup = service.conversation_for
+
+    async def slow_lookup(caller: str, conversation_id: Any) -> Any:
+        if slow_down.is_set():
+            await asyncio.sleep(1.5)
+        return await lookup(caller, conversation_id)
+
+    monkeypatch.setattr(service, "conversation_for", slow_lookup)
+    limits = {
+        "socket_ping_interval": 0.4,
+        "socket_ping_timeout": 0.6,
+        "socket_max_in_flight": 3,
+        "socket_event_burst": 100,
+    }
+    async with (
+        replica(make_app(**limits)) as (url, hub),
+        httpx.AsyncClient(base_url=url) as http,
+        peers(a) as (pa,),
+    ):
+        r = await http.post(
+            "/chat/conversations", json={"participant_ids": [b.key]}, headers=a.auth
+        )
+        conversation = r.json()["id"]
+        await pa.connect(url)
+        slow_down.set()
+        first = asyncio.create_task(
+            pa.call("message", {"conversation_id": conversation, "body": "slow one"})
+        )
+        await asyncio.sleep(0.2)  # it is sent (and waits on the slow store) before the rest
+        for _ in range(10):
+            await pa.sio.emit("typing", {"conversation_id": conversation})
+        stored = await asyncio.wait_for(first, 10)
+        assert stored["body"] == "slow one"
+        refused = [e["error"] for e in pa.received("error")]
+        assert refused.count("rate_limited") >= 7  # 3 may wait: the message and 2 typings
+        await asyncio.sleep(1.0)  # more ping rounds than the timeout while typings finish
+        assert pa.sio.connected
+        assert len(hub.connections) == 1

@@ -47,6 +47,8 @@ class Settings(StorageSettings, KrikaSettings):
     socket_event_rate: float = Field(default=10.0, gt=0)
     socket_event_burst: int = Field(default=30, ge=1)
     socket_max_refusals: int = Field(default=20, ge=1)
+    # Events of one connection being handled or waiting their turn (they run one at a time).
+    socket_max_in_flight: int = Field(default=16, ge=1, le=1000)
     # Packets waiting for a client that does not read them; beyond, the connection is dropped
     # (a slow consumer cannot make the server buffer without bound).
     socket_max_queued_packets: int = Field(default=1000, ge=8)

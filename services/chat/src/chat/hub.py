@@ -21,8 +21,10 @@ the client asked for one, else with an `error` event. What ends a connection: fl
 not read, an expired token, a suspended or revoked account (followed live on the access-mark
 channel), or the user's `max_connections_per_user`.
 
-Each connection's events are handled one at a time, in order (`async_handlers=False`): a
-client's messages are stored in the order it sent them, and a flood cannot spawn tasks.
+Each connection's events are handled one at a time, in the order they came (a lock per
+connection), in tasks of their own: Engine.IO keeps reading the connection meanwhile, so its
+pings are answered even while storage is slow. At most `socket_max_in_flight` events of one
+connection wait; beyond, an event is refused as `rate_limited` at once.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ DISCONNECTS = Counter(
     "krika_chat_forced_disconnects_total", "Connections the server closed", ["reason"]
 )
 MESSAGES = Counter("krika_chat_messages_total", "Messages stored", ["via"])
+SUMMARY_FAILURES = Counter(
+    "krika_chat_summary_failures_total", "Messages whose conversation summary was not updated"
+)
 
 # Whether the event being handled asked for an ack (set per event; see SocketServer).
 _wants_ack: contextvars.ContextVar[bool] = contextvars.ContextVar("wants_ack", default=False)
@@ -147,6 +152,9 @@ class Connection:
     refilled: float = field(default_factory=time.monotonic)
     refusals: int = 0
     expiry: asyncio.TimerHandle | None = None
+    # One event at a time, in arrival order; how many are running or waiting.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    in_flight: int = 0
 
     @property
     def user_id(self) -> str:
@@ -164,7 +172,7 @@ class Hub:
             async_mode="asgi",
             transports=["websocket"],
             cors_allowed_origins=[],  # browsers' origins are the gateway's business
-            async_handlers=False,
+            async_handlers=True,  # serialised per connection by Connection.lock
             ping_interval=settings.socket_ping_interval,
             ping_timeout=settings.socket_ping_timeout,
             max_http_buffer_size=settings.socket_max_packet_bytes,
@@ -226,9 +234,17 @@ class Hub:
         self, message: Message, conversation: Conversation, skip_sid: str | None
     ) -> dict[str, Any]:
         """Send a stored message to every connection of every participant (not `skip_sid`,
-        the connection that sent it: its ack carries it); the message as JSON."""
+        the connection that sent it: its ack carries it), then move the conversation's last
+        message and the sender's read marker; the message as JSON. The message is stored and
+        pushed before the summary: a failure there is logged, not the sender's error (the next
+        message moves the summary on)."""
         out = (await service.message_out(self.chat, message)).model_dump(mode="json")
         await self.to_users("message", out, conversation.participant_ids, skip_sid=skip_sid)
+        try:
+            await service.record_activity(conversation, message)
+        except Exception:
+            SUMMARY_FAILURES.inc()
+            log.exception("conversation %s: last message not recorded", conversation.id)
         return out
 
     # --- connections ---------------------------------------------------------------------------
@@ -372,7 +388,10 @@ class Hub:
             connection = self.connections.get(sid)
             if connection is None:
                 return None
-            if not self._take_token(connection):
+            if (
+                not self._take_token(connection)
+                or connection.in_flight >= self.settings.socket_max_in_flight
+            ):
                 connection.refusals += 1
                 EVENTS.labels(event, "rate_limited").inc()
                 if connection.refusals >= self.settings.socket_max_refusals:
@@ -380,27 +399,44 @@ class Hub:
                     return None
                 return await self._refuse(sid, SocketRateLimited())
             connection.refusals = 0
+            connection.in_flight += 1
             try:
-                if extra or not isinstance(data, dict):
-                    raise InvalidPayload("The payload must be one JSON object")
-                try:
-                    payload = model.model_validate(data)
-                except ValidationError as exc:
-                    first = exc.errors()[0]
-                    where = ".".join(str(p) for p in first["loc"]) or "payload"
-                    raise InvalidPayload(f"{where}: {first['msg']}") from None
-                result = await handler(connection, payload)
-            except ServiceError as exc:
-                EVENTS.labels(event, exc.code).inc()
-                return await self._refuse(sid, exc)
-            except Exception:
-                log.exception("socket event %s failed", event)
-                EVENTS.labels(event, "internal_error").inc()
-                return await self._refuse(sid, _Internal())
-            EVENTS.labels(event, "ok").inc()
-            return result
+                async with connection.lock:
+                    return await self._handle(event, model, handler, connection, data, extra)
+            finally:
+                connection.in_flight -= 1
 
         return handle
+
+    async def _handle(
+        self,
+        event: str,
+        model: type[BaseModel],
+        handler: Callable[[Connection, Any], Awaitable[dict[str, Any] | None]],
+        connection: Connection,
+        data: Any,
+        extra: tuple[Any, ...],
+    ) -> dict[str, Any] | None:
+        sid = connection.sid
+        try:
+            if extra or not isinstance(data, dict):
+                raise InvalidPayload("The payload must be one JSON object")
+            try:
+                payload = model.model_validate(data)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "payload"
+                raise InvalidPayload(f"{where}: {first['msg']}") from None
+            result = await handler(connection, payload)
+        except ServiceError as exc:
+            EVENTS.labels(event, exc.code).inc()
+            return await self._refuse(sid, exc)
+        except Exception:
+            log.exception("socket event %s failed", event)
+            EVENTS.labels(event, "internal_error").inc()
+            return await self._refuse(sid, _Internal())
+        EVENTS.labels(event, "ok").inc()
+        return result
 
     async def _unknown(self, event: str, sid: str, *data: Any) -> dict[str, Any] | None:
         connection = self.connections.get(sid)

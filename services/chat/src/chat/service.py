@@ -272,7 +272,8 @@ async def post_message(
     client_id: str | None,
 ) -> tuple[Message, Conversation, bool]:
     """Store a message: (it, its conversation, whether it is new). A resend with a `client_id`
-    already used by the caller in this conversation answers the stored message (not new)."""
+    already used by the caller in this conversation answers the stored message (not new).
+    The conversation's summary is the caller's to update after delivering (`record_activity`)."""
     settings = chat.settings
     conversation = await conversation_for(caller, conversation_id)
     if len(body) > settings.max_body_chars:
@@ -282,28 +283,33 @@ async def post_message(
         raise TooManyAttachments(f"At most {settings.max_attachments_per_message} attachments")
     if not body.strip() and not attachments:
         raise EmptyMessage()
-    if client_id is not None:
-        existing = await _by_client_id(conversation.id, caller, client_id)
-        if existing is not None:
-            return _same_resend(existing, body, attachments), conversation, False
-
     message = Message(
         conversation_id=conversation.id, sender_id=caller, body=body, client_id=client_id
     )
-    message.attachments = await _claim_attachments(conversation.id, caller, message.id, attachments)
-    offline = await chat.presence.online(conversation.participant_ids)
+    # A resend (same client_id) is found by the unique index, not by a look-up first: one round
+    # trip less for every message.
+    try:
+        message.attachments = await _claim_attachments(
+            conversation.id, caller, message.id, attachments
+        )
+    except InvalidAttachment:
+        if client_id is not None and (
+            found := await _by_client_id(conversation.id, caller, client_id)
+        ):
+            return _same_resend(found, body, attachments), conversation, False
+        raise
+    online = await chat.presence.online(conversation.participant_ids)
     message.pending_event = message_event(
-        message, conversation, set(conversation.participant_ids) - offline
+        message, conversation, set(conversation.participant_ids) - online
     )
     try:
         await message.insert()
-    except DuplicateKeyError:  # the same client_id, in a race with itself
+    except DuplicateKeyError:  # this client_id was used already: a resend
         await _release_attachments(message.id)
         existing = await _by_client_id(conversation.id, caller, client_id or "")
         if existing is None:
             raise
         return _same_resend(existing, body, attachments), conversation, False
-    await _touch(conversation, message)
     return message, conversation, True
 
 
@@ -350,7 +356,7 @@ async def _release_attachments(message_id: str) -> None:
     )
 
 
-async def _touch(conversation: Conversation, message: Message) -> None:
+async def record_activity(conversation: Conversation, message: Message) -> None:
     """The conversation's last message and activity (never moved back by an older message), and
     the sender has read up to their own message."""
     at = message.created_ms
