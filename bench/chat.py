@@ -65,7 +65,6 @@ import json
 import os
 import platform
 import random
-import re
 import secrets
 import signal
 import statistics
@@ -87,55 +86,19 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from krika_dev.processes import _die_with_parent  # noqa: E402
+from procstat import machine_busy, percentile, pids_named, process_cpu, process_rss, stamp  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.asyncio.server import ServerConnection, serve  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 REDIS_URL = os.environ.get("KRIKA_BENCH_REDIS", "redis://127.0.0.1:6379/13")
 LIMIT = {"per_user": 10_000_000, "per_ip": 10_000_000, "window": 60}
-TICK = os.sysconf("SC_CLK_TCK")
 EIO_QUERY = "EIO=4&transport=websocket"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 
 
 # ---------------------------------------------------------------------------------- /proc
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def process_rss(pid: int) -> int:
-    """Resident memory in bytes (0 when gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-    return int(found.group(1)) * 1024 if found else 0
-
-
-def pids_named(name: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() == name:
-                    found.append(int(entry.name))
-    return found
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine, all cores."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields) - idle) / TICK, sum(fields) / TICK
 
 
 class Meter:
@@ -939,11 +902,6 @@ async def chat_metrics(ports: list[int]) -> dict[str, float]:
 # ---------------------------------------------------------------------------------- a leg
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def summary(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -954,10 +912,6 @@ def summary(values: list[float]) -> dict[str, float]:
         "max": round(max(values), 2),
         "mean": round(statistics.fmean(values), 2),
     }
-
-
-def stamp(iso: str) -> float:
-    return dt.datetime.fromisoformat(iso).timestamp()
 
 
 def analyse(
