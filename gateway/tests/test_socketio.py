@@ -97,22 +97,37 @@ async def test_the_token_in_the_authorization_header(
         assert await asyncio.wait_for(messages.get(), TIMEOUT) == {"echo": [1, 2]}
 
 
-@pytest.mark.parametrize("query", ["", "/?access_token=nope", "/?access_token=expired"])
-async def test_without_a_valid_token_the_connection_is_refused(
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("", "unauthorized"),
+        ("/?access_token=nope", "invalid_token"),
+        ("/?access_token=expired", "token_expired"),
+    ],
+)
+async def test_without_a_valid_token_the_connection_is_refused_with_its_reason(
     start_realtime: StartGateway,
     upstreams: Upstreams,
     mint_token: Callable[..., str],
     query: str,
+    code: str,
 ) -> None:
     query = query.replace("expired", mint_token(ttl=-120))
     async with start_realtime() as client, socketio_client() as (sio, _):
-        # The gateway accepts and closes the socket (1008, the error code as the reason:
-        # test_websocket.py) before any Engine.IO packet: the client fails to connect.
-        # python-socketio 5.x raises TypeError there (it decodes the close frame's code as
-        # the OPEN packet); a ConnectionError is what a fixed client would raise.
-        with pytest.raises((socketio.exceptions.ConnectionError, TypeError)):
+        errors: list[Any] = []
+
+        async def connect_error(data: Any) -> None:
+            errors.append(data)
+
+        sio.on("connect_error", connect_error)
+        # The gateway answers the client's CONNECT with a CONNECT_ERROR, as chat would: the
+        # client's connect_error handler gets the code and the detail.
+        with pytest.raises(socketio.exceptions.ConnectionError):
             await connect(sio, f"{http_url(client)}{query}")
         assert not sio.connected
+        assert len(errors) == 1
+        assert errors[0]["message"] == code
+        assert errors[0]["data"]["error"] == code
     assert upstreams.hits == []  # chat never saw it
 
 

@@ -14,9 +14,12 @@ the verified token only, in `Authorization`. The rest of the query (Engine.IO's
 `EIO=4&transport=websocket`, anything the client adds) reaches chat as sent; only
 `access_token` is taken out.
 
-The connection is accepted and then closed with 1008 (policy violation) and the error code as
-the reason when admission refuses it, and with 1013 (try again later) when rate limited (group
-`realtime`) or when chat does not answer; otherwise frames are relayed both ways until either
+When admission refuses the connection it is refused in Socket.IO's own terms, so a client's
+`connect_error` handler sees why: the gateway accepts, sends Engine.IO's open packet, answers
+the client's CONNECT (or, after REFUSAL_WAIT seconds without one, the default namespace) with a
+CONNECT_ERROR `{message: <code>, data: {error, detail}}`, and closes with 1008 (policy
+violation) and the code as the reason - or 1013 (try again later) when rate limited (group
+`realtime`) or when chat does not answer. Otherwise frames are relayed both ways until either
 side closes.
 
 A socket does not outlive its token: every live socket is registered (`LiveSockets`) and closed
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -150,9 +154,31 @@ async def refuse_handshake(receive: Receive, send: Send) -> None:
     await send({"type": "websocket.http.response.body", "body": body})
 
 
-async def _refuse(send: Send, code: int, reason: str) -> None:
+# How long a refused connection waits for the client's Socket.IO CONNECT (to answer it).
+REFUSAL_WAIT = 2.0
+_OPEN = json.dumps(
+    {"sid": "", "upgrades": [], "pingInterval": 25000, "pingTimeout": 20000, "maxPayload": 0}
+)
+
+
+async def _refuse(
+    send: Send, receive: Receive, code: int, reason: str, detail: str | None = None
+) -> None:
+    """Refuse a connection so that a Socket.IO client learns why (see the module docstring);
+    a plain WebSocket client gets two text frames and the close."""
     await send({"type": "websocket.accept"})
-    await send({"type": "websocket.close", "code": code, "reason": reason})
+    await send({"type": "websocket.send", "text": "0" + _OPEN})
+    namespace = ""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(REFUSAL_WAIT):
+            message = await receive()
+            text = message.get("text") if message["type"] == "websocket.receive" else None
+            if isinstance(text, str) and text.startswith("40/"):  # "40/chat,{...}"
+                namespace = text[2:].split(",", 1)[0][:100] + ","
+    error = {"message": reason, "data": {"error": reason, "detail": detail or reason}}
+    with contextlib.suppress(Exception):  # the client may have gone already
+        await send({"type": "websocket.send", "text": f"44{namespace}{json.dumps(error)}"})
+        await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 def _credentials(scope: Scope) -> tuple[list[bytes], str]:
@@ -201,10 +227,10 @@ async def handle_websocket(
             fwd_host=headers.get(b"x-forwarded-host"),
         )
     except RateLimited:
-        await _refuse(send, TRY_AGAIN_LATER, RateLimited.code)
+        await _refuse(send, receive, TRY_AGAIN_LATER, RateLimited.code)
         return
     except ServiceError as exc:
-        await _refuse(send, POLICY_VIOLATION, exc.code)
+        await _refuse(send, receive, POLICY_VIOLATION, exc.code, str(exc.detail))
         return
     principal = admission.principal
     assert principal is not None
@@ -240,7 +266,7 @@ async def handle_websocket(
         )
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         log.warning("chat websocket unavailable: %s: %s", type(exc).__name__, exc)
-        await _refuse(send, TRY_AGAIN_LATER, "upstream_unavailable")
+        await _refuse(send, receive, TRY_AGAIN_LATER, "upstream_unavailable")
         return
 
     socket = LiveSocket(principal)
