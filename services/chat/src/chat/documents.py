@@ -90,7 +90,11 @@ class Conversation(Document):
 
 
 class AttachmentRef(BaseModel):
+    """An attachment as its message keeps it: its storage key too, so a page of history signs
+    its links without reading the attachments again."""
+
     id: str
+    key: str
     content_type: str
     size: int
 

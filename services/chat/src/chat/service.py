@@ -345,7 +345,9 @@ async def _claim_attachments(
             await _release_attachments(message_id)
             raise InvalidAttachment(f"Attachment {attachment_id} cannot be sent")
         refs.append(
-            AttachmentRef(id=row["_id"], content_type=row["content_type"], size=row["size"])
+            AttachmentRef(
+                id=row["_id"], key=row["key"], content_type=row["content_type"], size=row["size"]
+            )
         )
     return refs
 
@@ -418,19 +420,17 @@ async def history(
     return Page(items=items, next_cursor=next_cursor)
 
 
-async def message_out(chat: Chat, message: Message, *, links: bool = True) -> MessageOut:
+async def message_out(chat: Chat, message: Message) -> MessageOut:
     ttl = timedelta(seconds=chat.settings.file_link_ttl)
-    attachments = []
-    for ref in message.attachments:
-        url = None
-        if links:
-            row = await Attachment.get(ref.id)
-            url = await chat.storage.signed_url(row.key, ttl) if row else None
-        attachments.append(
-            AttachmentOut(
-                id=uuid.UUID(ref.id), content_type=ref.content_type, size=ref.size, url=url
-            )
+    attachments = [
+        AttachmentOut(
+            id=uuid.UUID(ref.id),
+            content_type=ref.content_type,
+            size=ref.size,
+            url=await chat.storage.signed_url(ref.key, ttl),
         )
+        for ref in message.attachments
+    ]
     return MessageOut(
         id=uuid.UUID(message.id),
         conversation_id=uuid.UUID(message.conversation_id),
